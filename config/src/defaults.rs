@@ -1,0 +1,68 @@
+//! Every default of the configuration, in one place. The example config documents each.
+
+/// `listen.http`.
+pub const LISTEN_HTTP: &str = "0.0.0.0:8080";
+/// `listen.admin`.
+pub const LISTEN_ADMIN: &str = "127.0.0.1:9900";
+/// `state_file`, relative to the config file's folder.
+pub const STATE_FILE: &str = "sitesteer.state.json";
+/// `site.region`.
+pub const REGION: &str = "default";
+/// `site.tier`.
+pub const TIER: u8 = 0;
+/// `site.weight`.
+pub const WEIGHT: u32 = 100;
+/// Largest `site.weight`.
+pub const MAX_WEIGHT: u32 = 1_000_000;
+/// `probe.interval`, milliseconds.
+pub const PROBE_INTERVAL_MS: u64 = 100;
+/// Shortest `probe.interval`, milliseconds.
+pub const PROBE_MIN_INTERVAL_MS: u64 = 20;
+/// `probe.timeout`, milliseconds.
+pub const PROBE_TIMEOUT_MS: u64 = 80;
+/// `probe.jitter`, as a divisor of the interval.
+pub const PROBE_JITTER_DIVISOR: u32 = 10;
+/// `probe.expect_status`.
+pub const PROBE_EXPECT_STATUS: (u16, u16) = (200, 399);
+/// `probe.path` for http probes.
+pub const PROBE_HTTP_PATH: &str = "/health";
+/// `probe.path` for mcp probes.
+pub const PROBE_MCP_PATH: &str = "/mcp";
+/// `probe.path` for ws probes.
+pub const PROBE_WS_PATH: &str = "/mcp/ws";
+/// `probe.path` for sse probes.
+pub const PROBE_SSE_PATH: &str = "/mcp/sse";
+/// `health.rise`.
+pub const RISE: u32 = 2;
+/// `health.fall`.
+pub const FALL: u32 = 2;
+/// `health.window`, seconds.
+pub const WINDOW_S: u64 = 10;
+/// `health.ewma_alpha`.
+pub const EWMA_ALPHA: f64 = 0.3;
+/// `health.latency_samples`.
+pub const LATENCY_SAMPLES: usize = 256;
+/// `health.latency_reference`, milliseconds.
+pub const LATENCY_REFERENCE_MS: u64 = 100;
+/// `health.degraded_latency`, milliseconds.
+pub const DEGRADED_LATENCY_MS: u64 = 1000;
+/// `health.degraded_error_rate`.
+pub const DEGRADED_ERROR_RATE: f64 = 0.2;
+/// `health.suspect_hold`, milliseconds.
+pub const SUSPECT_HOLD_MS: u64 = 2000;
+/// `proxy.threads`.
+pub const PROXY_THREADS: usize = 2;
+/// `proxy.connect_timeout`, milliseconds.
+pub const CONNECT_TIMEOUT_MS: u64 = 1000;
+/// `proxy.read_timeout`, seconds.
+pub const READ_TIMEOUT_S: u64 = 30;
+/// `proxy.retries`.
+pub const RETRIES: usize = 2;
+/// `proxy.retry_buffer_bytes`.
+pub const RETRY_BUFFER_BYTES: usize = 64 * 1024;
+/// `proxy.drain_timeout`, seconds.
+pub const DRAIN_TIMEOUT_S: u64 = 30;
+/// `dns.ttl`, seconds.
+pub const DNS_TTL: u32 = 5;
+/// `cluster.prefix`.
+pub const CLUSTER_PREFIX: &str = "/sitesteer/";

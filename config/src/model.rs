@@ -1,0 +1,315 @@
+//! The validated, typed configuration. Everything here has been checked: addresses are
+//! socket addresses, durations are `Duration`s, names are unique and cross-references resolve.
+//! Construct it only through [`crate::parse`] or [`crate::load`].
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The kinds of endpoint a site serves, one per transport.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndpointKind {
+    /// Plain HTTP and MCP Streamable HTTP.
+    Http,
+    /// WebSocket (erlmcp `/mcp/ws`).
+    Ws,
+    /// Server-sent events (erlmcp `/mcp/sse`).
+    Sse,
+    /// Raw TCP, newline-delimited JSON-RPC.
+    Tcp,
+}
+
+impl EndpointKind {
+    /// Every kind, in a fixed order (the index used by [`Endpoints`]).
+    pub const ALL: [EndpointKind; 4] = [Self::Http, Self::Ws, Self::Sse, Self::Tcp];
+
+    /// The name used in the config file and in metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Ws => "ws",
+            Self::Sse => "sse",
+            Self::Tcp => "tcp",
+        }
+    }
+
+    /// Parses a config-file name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
+    /// Position in [`EndpointKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One address per transport a site serves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoints([Option<SocketAddr>; 4]);
+
+impl Endpoints {
+    /// The address of `kind`, if the site serves it.
+    pub fn get(&self, kind: EndpointKind) -> Option<SocketAddr> {
+        self.0[kind.index()]
+    }
+
+    /// Sets the address of `kind`.
+    pub fn set(&mut self, kind: EndpointKind, addr: SocketAddr) {
+        self.0[kind.index()] = Some(addr);
+    }
+
+    /// Every (kind, address) pair the site serves.
+    pub fn iter(&self) -> impl Iterator<Item = (EndpointKind, SocketAddr)> + '_ {
+        EndpointKind::ALL
+            .into_iter()
+            .filter_map(|k| self.get(k).map(|a| (k, a)))
+    }
+}
+
+/// Addresses the process listens on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// HTTP, MCP Streamable HTTP, WebSocket and SSE. Default `0.0.0.0:8080`.
+    pub http: Option<SocketAddr>,
+    /// Raw TCP (newline-delimited JSON-RPC). Default: off.
+    pub tcp: Option<SocketAddr>,
+    /// Authoritative DNS over UDP and TCP. Default: off.
+    pub dns: Option<SocketAddr>,
+    /// Admin API, `/metrics` and the status page. Default `127.0.0.1:9900`.
+    pub admin: SocketAddr,
+}
+
+/// Admin API settings.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Admin {
+    /// File holding the bearer token that writes must present. Required when the admin
+    /// listener is not on loopback.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Recovery objectives: what a failover may cost.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Objectives {
+    /// Longest time from a fault to traffic moved. Default 500ms.
+    pub shift_time: Duration,
+    /// Requests allowed to fail in one failover. Default 0.
+    pub failed_requests: u64,
+    /// Availability target as a fraction (0.99999 for "99.999%"). Default 0.99999.
+    pub availability: f64,
+}
+
+impl Default for Objectives {
+    fn default() -> Self {
+        Self {
+            shift_time: Duration::from_millis(500),
+            failed_requests: 0,
+            availability: 0.99999,
+        }
+    }
+}
+
+/// One site: a deployment of the MCP service.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Site {
+    /// Unique name, used in the admin API, metrics and the `x-sitesteer-site` header.
+    pub name: String,
+    /// Region for geo-steering. Default `"default"`.
+    pub region: String,
+    /// Preference tier; lower is preferred. Default 0.
+    pub tier: u8,
+    /// Share of traffic within a tier. Default 100.
+    pub weight: u32,
+    /// What DNS hands out for this site.
+    pub address: Option<IpAddr>,
+    /// `Host` header sent upstream (some MCP servers refuse unexpected hosts). Default: the
+    /// client's `Host`.
+    pub host: Option<String>,
+    /// The site's endpoints, one per transport.
+    pub endpoints: Endpoints,
+    /// Objectives for this site; default: the global `[objectives]`.
+    pub objectives: Objectives,
+}
+
+/// HTTP routing: a path prefix goes to an endpoint kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// Request path prefix, starting with `/`.
+    pub prefix: String,
+    /// The site endpoint that serves it.
+    pub endpoint: EndpointKind,
+}
+
+/// What a probe does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProbeKind {
+    /// TCP connect.
+    Tcp,
+    /// HTTP GET, checks the status and optionally the body.
+    Http,
+    /// MCP JSON-RPC over HTTP (initialize, ping, DELETE; or server/discover).
+    Mcp,
+    /// WebSocket handshake and one JSON-RPC ping.
+    Ws,
+    /// SSE stream opens and an event or comment arrives.
+    Sse,
+}
+
+impl ProbeKind {
+    /// The config-file name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Http => "http",
+            Self::Mcp => "mcp",
+            Self::Ws => "ws",
+            Self::Sse => "sse",
+        }
+    }
+}
+
+/// Which MCP protocol an `mcp` probe speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum McpProtocol {
+    /// Try 2026-07-28 `server/discover` first, fall back to 2025-11-25 sessions.
+    Auto,
+    /// 2025-11-25: initialize, ping, DELETE.
+    Sessions,
+    /// 2026-07-28: stateless `server/discover`.
+    Stateless,
+}
+
+/// One probe, run against every site that has its endpoint.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Probe {
+    /// What the probe does.
+    pub kind: ProbeKind,
+    /// Which endpoint of each site it targets.
+    pub endpoint: EndpointKind,
+    /// Request path for http, mcp, ws and sse probes.
+    pub path: String,
+    /// Time between probes. Default 100ms, at least 20ms.
+    pub interval: Duration,
+    /// A probe that takes longer fails. Default 80ms; must be below `interval`.
+    pub timeout: Duration,
+    /// Random extra delay added to each interval, up to this much. Default interval / 10.
+    pub jitter: Duration,
+    /// Accepted HTTP status range (inclusive) for http probes. Default 200..=399.
+    pub expect_status: (u16, u16),
+    /// The body must contain this text (http probes).
+    pub body_contains: Option<String>,
+    /// The MCP protocol an mcp probe speaks. Default auto.
+    pub mcp_protocol: McpProtocol,
+}
+
+/// How observations become a score and a state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Health {
+    /// Consecutive successes that bring a down site back. Default 2.
+    pub rise: u32,
+    /// Consecutive failures that take a site down. Default 2.
+    pub fall: u32,
+    /// Sliding window for availability and error rate. Default 10s.
+    pub window: Duration,
+    /// Weight of a new latency sample in the EWMA, in (0, 1]. Default 0.3.
+    pub ewma_alpha: f64,
+    /// Latency samples kept for p99. Default 256.
+    pub latency_samples: usize,
+    /// Latency at which the latency factor of the score is one half. Default 100ms.
+    pub latency_reference: Duration,
+    /// EWMA latency above which a site is degraded. Default 1s.
+    pub degraded_latency: Duration,
+    /// Error rate (0..1) above which a site is degraded. Default 0.2.
+    pub degraded_error_rate: f64,
+    /// How long a passive connect failure keeps a site suspect (degraded) unless a probe
+    /// succeeds `rise` times. Default 2s.
+    pub suspect_hold: Duration,
+}
+
+/// Data-plane settings of the proxy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProxySettings {
+    /// Worker threads for the proxy. Default 2.
+    pub threads: usize,
+    /// Upstream connect timeout. Default 1s.
+    pub connect_timeout: Duration,
+    /// Upstream read timeout (time to first byte and between bytes). Default 30s.
+    pub read_timeout: Duration,
+    /// How often one request may be retried on another site. Default 2.
+    pub retries: usize,
+    /// Largest request body kept for a retry. Default 64 KiB.
+    pub retry_buffer_bytes: usize,
+    /// How long connections to a drained site may finish. Default 30s.
+    pub drain_timeout: Duration,
+}
+
+/// `[dns]`: the authoritative zone.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Dns {
+    /// Zone apex, fully qualified with a trailing dot.
+    pub zone: String,
+    /// TTL of answers, seconds. Default 5.
+    pub ttl: u32,
+    /// Names served, relative to the zone.
+    pub names: Vec<String>,
+}
+
+/// `[[geo]]`: a client network and its region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Geo {
+    /// Client network.
+    pub cidr: ipnet::IpNet,
+    /// Region name (matches `site.region`).
+    pub region: String,
+}
+
+/// `[cluster]`: shared operator state through etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// etcd endpoints (URLs).
+    pub etcd: Vec<String>,
+    /// Key prefix. Default `/sitesteer/`.
+    pub prefix: String,
+}
+
+/// The whole validated configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// Listeners.
+    pub listen: Listen,
+    /// Admin API settings.
+    pub admin: Admin,
+    /// Where operator overrides are persisted. Default `sitesteer.state.json` beside the
+    /// config file.
+    pub state_file: PathBuf,
+    /// The sites, in file order.
+    pub sites: Vec<Site>,
+    /// HTTP routes, longest prefix first.
+    pub routes: Vec<Route>,
+    /// Probes run against every site.
+    pub probes: Vec<Probe>,
+    /// Scoring and state-machine settings.
+    pub health: Health,
+    /// Proxy data-plane settings.
+    pub proxy: ProxySettings,
+    /// Global recovery objectives.
+    pub objectives: Objectives,
+    /// The DNS zone, if DNS is served.
+    pub dns: Option<Dns>,
+    /// Client networks to regions.
+    pub geo: Vec<Geo>,
+    /// Fleet settings.
+    pub cluster: Option<Cluster>,
+}
+
+impl Config {
+    /// The route whose prefix is the longest match for `path`.
+    pub fn route_for(&self, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| path.starts_with(&r.prefix))
+    }
+
+    /// The site called `name`.
+    pub fn site(&self, name: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.name == name)
+    }
+}

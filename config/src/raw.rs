@@ -1,0 +1,151 @@
+//! The file as written: serde types that mirror the TOML tables one to one. Unknown keys are
+//! refused here; values that need checking (addresses, durations, names) stay as written and
+//! are checked by `validate`, which turns this into [`crate::Config`].
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub listen: RawListen,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    pub state_file: Option<String>,
+    #[serde(default)]
+    pub site: Vec<RawSite>,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub probe: Vec<RawProbe>,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
+    pub objectives: RawObjectives,
+    pub dns: Option<RawDns>,
+    #[serde(default)]
+    pub geo: Vec<RawGeo>,
+    pub cluster: Option<RawCluster>,
+    /// Whether the file has a `site` key at all (entries that fail to read are dropped).
+    #[serde(skip)]
+    pub site_declared: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    pub http: Option<String>,
+    pub tcp: Option<String>,
+    pub dns: Option<String>,
+    pub admin: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSite {
+    pub name: Option<String>,
+    pub region: Option<String>,
+    pub tier: Option<i64>,
+    pub weight: Option<i64>,
+    pub address: Option<String>,
+    pub host: Option<String>,
+    #[serde(default)]
+    pub endpoints: RawEndpoints,
+    pub objectives: Option<RawObjectives>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoints {
+    pub http: Option<String>,
+    pub ws: Option<String>,
+    pub sse: Option<String>,
+    pub tcp: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub prefix: Option<String>,
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProbe {
+    pub kind: Option<String>,
+    pub endpoint: Option<String>,
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub jitter: Option<String>,
+    pub expect_status: Option<Vec<i64>>,
+    pub body_contains: Option<String>,
+    pub mcp_protocol: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
+    pub window: Option<String>,
+    pub ewma_alpha: Option<f64>,
+    pub latency_samples: Option<i64>,
+    pub latency_reference: Option<String>,
+    pub degraded_latency: Option<String>,
+    pub degraded_error_rate: Option<f64>,
+    pub suspect_hold: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub threads: Option<i64>,
+    pub connect_timeout: Option<String>,
+    pub read_timeout: Option<String>,
+    pub retries: Option<i64>,
+    pub retry_buffer_bytes: Option<i64>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObjectives {
+    pub shift_time: Option<String>,
+    pub failed_requests: Option<i64>,
+    pub availability: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDns {
+    pub zone: Option<String>,
+    pub ttl: Option<i64>,
+    #[serde(default)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    pub cidr: Option<String>,
+    pub region: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    #[serde(default)]
+    pub etcd: Vec<String>,
+    pub prefix: Option<String>,
+}

@@ -1,0 +1,189 @@
+//! Golden and refusal tests for the configuration.
+
+use super::*;
+use std::path::Path;
+use std::time::Duration;
+
+const EXAMPLE: &str = include_str!("../../examples/sitesteer.toml");
+
+const MINIMAL: &str = r#"
+[[site]]
+name = "a"
+[site.endpoints]
+http = "127.0.0.1:1001"
+"#;
+
+fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+    parse(text, "<test>", Path::new("/etc/sitesteer"))
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse_str(text)
+        .expect_err("config should be refused")
+        .errors
+}
+
+#[test]
+fn the_shipped_example_is_valid() {
+    let c = parse_str(EXAMPLE).expect("example parses");
+    assert_eq!(c.sites.len(), 3);
+    assert_eq!(c.sites[2].tier, 1);
+    assert_eq!(c.routes[0].prefix.len(), "/mcp/sse".len());
+    assert_eq!(c.probes.len(), 2);
+    assert_eq!(
+        c.state_file,
+        Path::new("/etc/sitesteer/sitesteer.state.json")
+    );
+    assert!((c.objectives.availability - 0.99999).abs() < 1e-12);
+}
+
+#[test]
+fn defaults_fill_everything_but_names_and_endpoints() {
+    let c = parse_str(MINIMAL).expect("minimal parses");
+    assert_eq!(c.listen.http, Some("0.0.0.0:8080".parse().unwrap()));
+    assert_eq!(c.listen.admin, "127.0.0.1:9900".parse().unwrap());
+    assert_eq!(c.sites[0].weight, WEIGHT);
+    assert_eq!(c.sites[0].region, "default");
+    assert_eq!(c.probes.len(), 1);
+    assert_eq!(c.probes[0].interval, Duration::from_millis(100));
+    assert_eq!(c.routes.len(), 1);
+    assert_eq!(
+        c.route_for("/mcp").map(|r| r.endpoint),
+        Some(EndpointKind::Http)
+    );
+}
+
+#[test]
+fn every_table_refuses_an_unknown_key() {
+    let tables = [
+        "[listen]",
+        "[admin]",
+        "[health]",
+        "[proxy]",
+        "[objectives]",
+        "[dns]\nzone = \"a.b.\"",
+        "[cluster]\netcd = [\"http://127.0.0.1:2379\"]",
+        "[[route]]\nprefix=\"/\"\nendpoint=\"http\"",
+        "[[probe]]\nkind=\"http\"",
+        "[[geo]]\ncidr=\"10.0.0.0/8\"\nregion=\"x\"",
+    ];
+    for table in tables {
+        let text = format!("{MINIMAL}\n{table}\nbogus_key = 1\n");
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.path.ends_with("bogus_key") && e.line.is_some()),
+            "{table}: {errs:?}"
+        );
+    }
+    let errs = errors(&format!("bogus = 1\n{MINIMAL}"));
+    assert_eq!(errs[0].path, "bogus");
+    assert_eq!(errs[0].line, Some(1));
+    let errs = errors(
+        "[[site]]\nname = \"a\"\nbogus = 2\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\nfoo = 3\n",
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "site[0].bogus" && e.line == Some(3)),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn reports_every_error_at_once_with_path_and_line() {
+    let text = r#"
+[listen]
+http = "not an address"
+
+[[site]]
+name = "a"
+[site.endpoints]
+http = "127.0.0.1:1001"
+
+[[site]]
+name = "a"
+weight = -1
+[site.endpoints]
+http = "localhost"
+
+[[route]]
+prefix = "/mcp/ws"
+endpoint = "ws"
+
+[[probe]]
+kind = "http"
+interval = "100ms"
+timeout = "200ms"
+"#;
+    let errs = errors(text);
+    let find = |path: &str| {
+        errs.iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no error for {path}: {errs:?}"))
+    };
+    assert_eq!(find("listen.http").line, Some(3));
+    assert_eq!(find("site[1].name").line, Some(11));
+    assert!(find("site[1].name").message.contains("duplicate"));
+    assert_eq!(find("site[1].weight").line, Some(12));
+    assert_eq!(find("site[1].endpoints.http").line, Some(14));
+    assert!(find("route[0].endpoint").message.contains("no site has"));
+    assert!(find("probe[0].timeout")
+        .message
+        .contains("shorter than the interval"));
+    assert_eq!(errs.len(), 6, "{errs:?}");
+}
+
+#[test]
+fn bad_durations_and_syntax_are_refused() {
+    let errs = errors(&format!(
+        "{MINIMAL}\n[[probe]]\nkind = \"tcp\"\ninterval = \"soon\"\n"
+    ));
+    assert_eq!(errs[0].path, "probe[0].interval");
+    let errs = errors("[[site]\nname = 1");
+    assert!(errs[0].message.starts_with("not valid TOML"));
+    assert_eq!(errs[0].line, Some(1));
+    let errs = errors(&format!("{MINIMAL}\n[[probe]]\nkind = \"smoke\"\n"));
+    assert_eq!(errs[0].path, "probe[0].kind");
+    let errs = errors(&format!(
+        "{MINIMAL}\n[[probe]]\nkind = \"http\"\ninterval = \"5ms\"\ntimeout = \"1ms\"\n"
+    ));
+    assert_eq!(errs[0].path, "probe[0].interval");
+}
+
+#[test]
+fn a_non_loopback_admin_needs_a_token() {
+    let errs = errors(&format!("[listen]\nadmin = \"0.0.0.0:9900\"\n{MINIMAL}"));
+    assert_eq!(errs[0].path, "admin.token_file");
+    let ok = format!("[listen]\nadmin = \"0.0.0.0:9900\"\n[admin]\ntoken_file = \"t\"\n{MINIMAL}");
+    assert!(parse_str(&ok).is_ok());
+}
+
+#[test]
+fn wrong_types_name_their_key() {
+    let errs = errors(
+        "[[site]]\nname = \"a\"\ntier = \"zero\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n",
+    );
+    assert_eq!(errs[0].path, "site[0].tier");
+    assert_eq!(errs[0].line, Some(3));
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn never_panics_on_any_text(text in ".{0,400}") {
+            let _ = parse_str(&text);
+        }
+
+        #[test]
+        fn never_panics_on_mangled_example(cut in 0usize..4000, insert in "[\\[\\]=\"a-z0-9 \n.]{0,20}") {
+            let mut text = EXAMPLE.to_string();
+            let at = cut.min(text.len());
+            let at = (0..=at).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            text.insert_str(at, &insert);
+            let _ = parse_str(&text);
+        }
+    }
+}
