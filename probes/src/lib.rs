@@ -1,0 +1,23 @@
+//! sitesteer's health: probes, observations, scoring, the site state machine and the
+//! published [`Snapshot`].
+//!
+//! Data flows one way: probe tasks and the proxy send [`Observation`]s; one owner folds them
+//! into the [`HealthTable`], merges operator [`Overrides`] and publishes an immutable,
+//! versioned [`Snapshot`] through `ArcSwap`. Readers never lock.
+#![forbid(unsafe_code)]
+
+pub mod observation;
+pub mod overrides;
+pub mod owner;
+pub mod probe;
+pub mod snapshot;
+pub mod state;
+pub mod table;
+pub mod window;
+
+pub use observation::{Failure, Observation, PassiveReporter, SiteId, Source};
+pub use overrides::{Overrides, SiteOverride};
+pub use owner::{start, HealthHandle, OwnerGone};
+pub use snapshot::{SiteState, SiteView, Snapshot};
+pub use state::Health;
+pub use table::{score, HealthTable, StateChange};

@@ -1,0 +1,54 @@
+//! Operator intent as data: per-site weight, drain, maintenance and failover overrides.
+//! They are persisted by the proxy and merged into every Snapshot by the health table.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What an operator set for one site.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SiteOverride {
+    /// Weight set at runtime, replacing the configured one.
+    pub weight: Option<u32>,
+    /// No new traffic; open connections finish within the drain timeout.
+    pub drained: bool,
+    /// Out entirely; open connections are closed.
+    pub maintenance: bool,
+    /// Taken out by a manual failover.
+    pub failed_over: bool,
+    /// Preferred by a manual failover: steered to before any tier.
+    pub preferred: bool,
+}
+
+impl SiteOverride {
+    /// True when nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+/// Every site's overrides, by site name.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Overrides {
+    /// By site name; sites without an entry have no override.
+    pub sites: BTreeMap<String, SiteOverride>,
+}
+
+impl Overrides {
+    /// The override of `site`, if any.
+    pub fn get(&self, site: &str) -> Option<&SiteOverride> {
+        self.sites.get(site)
+    }
+
+    /// The override of `site`, created empty when missing.
+    pub fn entry(&mut self, site: &str) -> &mut SiteOverride {
+        self.sites.entry(site.to_string()).or_default()
+    }
+
+    /// Drops empty entries.
+    pub fn compact(&mut self) {
+        self.sites.retain(|_, o| !o.is_empty());
+    }
+}

@@ -1,0 +1,193 @@
+//! The one owner of the health table: it folds observations from probes and the data plane,
+//! applies operator overrides and reloads, and publishes Snapshots through `ArcSwap`.
+//! Everyone else only reads Snapshots.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sitesteer_config::Config;
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::observation::{Observation, PassiveReporter};
+use crate::overrides::Overrides;
+use crate::probe;
+use crate::snapshot::Snapshot;
+use crate::table::{HealthTable, StateChange};
+
+/// Capacity of the observation channel; probes wait when it is full, the data plane drops.
+pub const OBSERVATION_CAPACITY: usize = 8192;
+/// How often scores are republished when only numbers (not states) changed.
+pub const PUBLISH_EVERY: Duration = Duration::from_millis(25);
+/// Observations folded per wake-up before publishing.
+const BATCH: usize = 1024;
+
+enum Command {
+    SetOverrides(Overrides, oneshot::Sender<()>),
+    Reconfigure(Arc<Config>, oneshot::Sender<u64>),
+}
+
+/// The owner is gone (the runtime is shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the health owner has stopped")]
+pub struct OwnerGone;
+
+/// A cheap, cloneable handle to the published health state.
+#[derive(Clone)]
+pub struct HealthHandle {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    reporter: PassiveReporter,
+    commands: mpsc::Sender<Command>,
+    changes: broadcast::Sender<StateChange>,
+}
+
+impl HealthHandle {
+    /// The current Snapshot (lock-free).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The shared cell, for hot paths that want `load()` guards.
+    pub fn cell(&self) -> &Arc<ArcSwap<Snapshot>> {
+        &self.snapshot
+    }
+
+    /// Where the data plane reports passive observations.
+    pub fn reporter(&self) -> &PassiveReporter {
+        &self.reporter
+    }
+
+    /// State changes as they happen.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.changes.subscribe()
+    }
+
+    /// Applies new overrides; returns once a Snapshot with them is published.
+    pub async fn set_overrides(&self, overrides: Overrides) -> Result<(), OwnerGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::SetOverrides(overrides, tx))
+            .await
+            .map_err(|_| OwnerGone)?;
+        rx.await.map_err(|_| OwnerGone)
+    }
+
+    /// Swaps in a new config; returns the new generation once published.
+    pub async fn reconfigure(&self, config: Arc<Config>) -> Result<u64, OwnerGone> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Reconfigure(config, tx))
+            .await
+            .map_err(|_| OwnerGone)?;
+        rx.await.map_err(|_| OwnerGone)
+    }
+}
+
+/// Starts the owner and the probes on the current tokio runtime.
+pub fn start(config: Arc<Config>, overrides: Overrides) -> HealthHandle {
+    let now = Instant::now();
+    let mut table = HealthTable::new(config, overrides, now);
+    let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(now)));
+    let (obs_tx, obs_rx) = mpsc::channel(OBSERVATION_CAPACITY);
+    let (cmd_tx, cmd_rx) = mpsc::channel(16);
+    let (changes, _) = broadcast::channel(1024);
+    let handle = HealthHandle {
+        snapshot: snapshot.clone(),
+        reporter: PassiveReporter::new(obs_tx.clone()),
+        commands: cmd_tx,
+        changes: changes.clone(),
+    };
+    let (generation_tx, generation_rx) = watch::channel(table.generation());
+    probe::spawn_all(
+        table.config(),
+        table.generation(),
+        obs_tx.clone(),
+        generation_rx.clone(),
+    );
+    let owner = Owner {
+        table,
+        snapshot,
+        changes,
+        obs_tx,
+        generation_tx,
+        generation_rx,
+    };
+    tokio::spawn(owner.run(obs_rx, cmd_rx));
+    handle
+}
+
+struct Owner {
+    table: HealthTable,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    changes: broadcast::Sender<StateChange>,
+    obs_tx: mpsc::Sender<Observation>,
+    generation_tx: watch::Sender<u64>,
+    generation_rx: watch::Receiver<u64>,
+}
+
+impl Owner {
+    async fn run(
+        mut self,
+        mut observations: mpsc::Receiver<Observation>,
+        mut commands: mpsc::Receiver<Command>,
+    ) {
+        let mut tick = tokio::time::interval(PUBLISH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut dirty = false;
+        loop {
+            let state_changed = tokio::select! {
+                biased;
+                cmd = commands.recv() => match cmd {
+                    None => return,
+                    Some(Command::SetOverrides(o, ack)) => {
+                        self.table.set_overrides(o, Instant::now());
+                        self.publish();
+                        let _ = ack.send(());
+                        continue;
+                    }
+                    Some(Command::Reconfigure(config, ack)) => {
+                        let generation = self.table.reconfigure(config, Instant::now());
+                        let _ = self.generation_tx.send(generation);
+                        probe::spawn_all(self.table.config(), generation, self.obs_tx.clone(), self.generation_rx.clone());
+                        self.publish();
+                        let _ = ack.send(generation);
+                        continue;
+                    }
+                },
+                Some(obs) = observations.recv() => {
+                    let mut changed = self.table.fold(&obs);
+                    for _ in 0..BATCH {
+                        match observations.try_recv() {
+                            Ok(obs) => changed |= self.table.fold(&obs),
+                            Err(_) => break,
+                        }
+                    }
+                    dirty = true;
+                    changed
+                }
+                _ = tick.tick() => {
+                    let changed = self.table.tick(Instant::now());
+                    if dirty || changed {
+                        dirty = false;
+                        self.publish();
+                    }
+                    continue;
+                }
+            };
+            if state_changed {
+                dirty = false;
+                self.publish();
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let snapshot = self.table.snapshot(Instant::now());
+        self.snapshot.store(Arc::new(snapshot));
+        for change in self.table.take_changes() {
+            tracing::info!(site = %change.site, from = change.from.as_str(), to = change.to.as_str(), reason = %change.reason, "site state changed");
+            let _ = self.changes.send(change);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Active probes and their scheduler: one task per (site, probe), each with its own interval,
+//! timeout and jitter, so that a hanging site never delays the probes of another.
+
+pub mod client;
+pub mod mcp;
+mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::Method;
+use sitesteer_config::{Config, McpProtocol, Probe, ProbeKind};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use crate::observation::{Failure, Observation, SiteId, Source};
+use crate::table::probe_applies;
+
+/// A failed probe: the failure and, for the state reason, a detail.
+pub type ProbeFailure = (Failure, Option<String>);
+
+/// One probe of one site.
+#[derive(Clone, Debug)]
+pub struct ProbeTarget {
+    /// The site.
+    pub site: SiteId,
+    /// Site name (for logs).
+    pub site_name: String,
+    /// Index of the probe in `Config::probes`.
+    pub probe: usize,
+    /// The probe's settings.
+    pub spec: Probe,
+    /// The endpoint probed.
+    pub addr: SocketAddr,
+    /// The `Host` header sent.
+    pub host: String,
+}
+
+/// Every (site, probe) pair of `config`.
+pub fn targets(config: &Config) -> Vec<ProbeTarget> {
+    let mut out = Vec::new();
+    for (site_id, site) in config.sites.iter().enumerate() {
+        for (probe_id, spec) in config.probes.iter().enumerate() {
+            if !probe_applies(config, probe_id, site) {
+                continue;
+            }
+            let Some(addr) = site.endpoints.get(spec.endpoint) else {
+                continue;
+            };
+            out.push(ProbeTarget {
+                site: site_id,
+                site_name: site.name.clone(),
+                probe: probe_id,
+                spec: spec.clone(),
+                addr,
+                host: site.host.clone().unwrap_or_else(|| addr.to_string()),
+            });
+        }
+    }
+    out
+}
+
+/// Starts one task per (site, probe) of `config`. Each stops when `generation` moves past
+/// `current` (a reload) or its sender closes.
+pub fn spawn_all(
+    config: &Arc<Config>,
+    current: u64,
+    tx: mpsc::Sender<Observation>,
+    generation: watch::Receiver<u64>,
+) -> Vec<JoinHandle<()>> {
+    targets(config)
+        .into_iter()
+        .map(|target| {
+            let span = tracing::debug_span!("probe", site = %target.site_name, kind = target.spec.kind.as_str());
+            tokio::spawn(run(target, current, tx.clone(), generation.clone()).instrument(span))
+        })
+        .collect()
+}
+
+fn jitter(max: Duration) -> Duration {
+    if max.is_zero() {
+        return Duration::ZERO;
+    }
+    Duration::from_nanos(fastrand::u64(
+        0..max.as_nanos().min(u64::MAX as u128) as u64,
+    ))
+}
+
+async fn run(
+    target: ProbeTarget,
+    current: u64,
+    tx: mpsc::Sender<Observation>,
+    mut generation: watch::Receiver<u64>,
+) {
+    let mut learned: Option<McpProtocol> = None;
+    // Spread the first round over one interval so that probes do not move in lockstep.
+    let mut next = Instant::now() + jitter(target.spec.interval.min(Duration::from_millis(50)));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            changed = generation.changed() => {
+                if changed.is_err() || *generation.borrow() != current { return; }
+                continue;
+            }
+        }
+        let started = Instant::now();
+        let outcome =
+            match tokio::time::timeout(target.spec.timeout, check(&target, &mut learned)).await {
+                Ok(Ok(())) => Ok(started.elapsed()),
+                Ok(Err(f)) => Err(f),
+                Err(_) => Err((
+                    Failure::Timeout,
+                    Some(format!("no answer within {:?}", target.spec.timeout)),
+                )),
+            };
+        if let Err((failure, detail)) = &outcome {
+            tracing::debug!(
+                failure = failure.as_str(),
+                detail = detail.as_deref().unwrap_or(""),
+                "probe failed"
+            );
+        }
+        let (outcome, detail) = match outcome {
+            Ok(latency) => (Ok(latency), None),
+            Err((f, d)) => (Err(f), d),
+        };
+        let obs = Observation {
+            site: target.site,
+            generation: current,
+            source: Source::Probe(target.probe),
+            outcome,
+            at: Instant::now(),
+            detail,
+        };
+        if tx.send(obs).await.is_err() {
+            return;
+        }
+        next = started + target.spec.interval + jitter(target.spec.jitter);
+        if next < Instant::now() {
+            next = Instant::now();
+        }
+    }
+}
+
+/// Runs the probe once (without its timeout).
+pub async fn check(
+    target: &ProbeTarget,
+    learned: &mut Option<McpProtocol>,
+) -> Result<(), ProbeFailure> {
+    let spec = &target.spec;
+    match spec.kind {
+        ProbeKind::Tcp => client::connect(target.addr)
+            .await
+            .map(drop)
+            .map_err(|f| (f, None)),
+        ProbeKind::Http => http(target).await,
+        ProbeKind::Mcp => {
+            mcp::probe(
+                target.addr,
+                &spec.path,
+                &target.host,
+                spec.mcp_protocol,
+                learned,
+            )
+            .await
+        }
+        ProbeKind::Sse => stream::sse(target).await,
+        ProbeKind::Ws => stream::ws(target).await,
+    }
+}
+
+async fn http(target: &ProbeTarget) -> Result<(), ProbeFailure> {
+    let spec = &target.spec;
+    let answer = client::request(
+        target.addr,
+        Method::GET,
+        &spec.path,
+        &target.host,
+        &[],
+        None,
+    )
+    .await
+    .map_err(|f| (f, None))?;
+    let code = answer.status.as_u16();
+    if code < spec.expect_status.0 || code > spec.expect_status.1 {
+        return Err((Failure::Status(code), Some(format!("HTTP {code}"))));
+    }
+    if let Some(needle) = &spec.body_contains {
+        let body = String::from_utf8_lossy(&answer.body);
+        if !body.contains(needle.as_str()) {
+            return Err((Failure::BadAnswer, Some(format!("body lacks {needle:?}"))));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! The published, immutable view of every site that the data planes steer by.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use sitesteer_config::{Config, Endpoints};
+
+use crate::state::Health;
+
+/// What steering may do with a site, from health and operator overrides together.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SiteState {
+    /// Healthy: takes traffic by weight × score.
+    Up,
+    /// Suspect, slow or erroring: takes traffic only when no up site can.
+    Degraded,
+    /// Failing probes: takes traffic only in panic mode.
+    Down,
+    /// Operator drain (or failover away): no new traffic; in panic mode only.
+    Drained,
+    /// Operator maintenance: never takes traffic.
+    Maintenance,
+}
+
+impl SiteState {
+    /// The name used in the API and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Up => "up",
+            Self::Degraded => "degraded",
+            Self::Down => "down",
+            Self::Drained => "drained",
+            Self::Maintenance => "maintenance",
+        }
+    }
+
+    /// All states (for metrics).
+    pub const ALL: [SiteState; 5] = [
+        Self::Up,
+        Self::Degraded,
+        Self::Down,
+        Self::Drained,
+        Self::Maintenance,
+    ];
+}
+
+/// One site in a Snapshot.
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteView {
+    /// Index in `config.sites`.
+    pub id: usize,
+    /// Site name.
+    pub name: String,
+    /// Region.
+    pub region: String,
+    /// Tier (lower preferred).
+    pub tier: u8,
+    /// Weight from the config.
+    pub configured_weight: u32,
+    /// Weight after overrides (0 when drained or in maintenance).
+    pub effective_weight: u32,
+    /// State after overrides.
+    pub state: SiteState,
+    /// Health from probes and traffic alone.
+    pub health: Health,
+    /// Preferred by a manual failover.
+    pub preferred: bool,
+    /// Score in [0, 1]: (1 − error rate) × latency factor.
+    pub score: f64,
+    /// Fraction of successful probes over the window.
+    pub availability: f64,
+    /// Fraction of failed probes and requests over the window.
+    pub error_rate: f64,
+    /// Probe latency EWMA, ms.
+    pub latency_ewma_ms: f64,
+    /// Probe latency p99, ms.
+    pub latency_p99_ms: f64,
+    /// When the state last changed.
+    #[serde(serialize_with = "unix_ms")]
+    pub changed_at: SystemTime,
+    /// Why the site is in this state.
+    pub reason: String,
+    /// The site's endpoints.
+    #[serde(skip)]
+    pub endpoints: Endpoints,
+}
+
+fn unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    s.serialize_u64(ms)
+}
+
+/// Every site's state at one moment; immutable once published.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    /// Increases with every publication.
+    pub version: u64,
+    /// Increases with every config reload; site ids are valid within one generation.
+    pub generation: u64,
+    /// The config the sites come from.
+    pub config: Arc<Config>,
+    /// One per configured site, in config order (index = site id).
+    pub sites: Vec<SiteView>,
+}

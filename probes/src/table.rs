@@ -1,0 +1,339 @@
+//! The health table: every site's statistics and state machine, folded from observations by
+//! one owner, and turned into Snapshots. Synchronous and clock-free: callers pass `now`.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use sitesteer_config::{Config, Site};
+use tokio::time::Instant;
+
+use crate::observation::{Observation, Source};
+use crate::overrides::Overrides;
+use crate::snapshot::{SiteState, SiteView, Snapshot};
+use crate::state::{Health, SiteHealth, Stats, Thresholds};
+use crate::window::{Latency, Window};
+
+/// A change of a site's published state, for the events log and metrics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateChange {
+    /// Site name.
+    pub site: String,
+    /// State before.
+    pub from: SiteState,
+    /// State after.
+    pub to: SiteState,
+    /// Why.
+    pub reason: String,
+    /// Wall-clock time of the change.
+    pub at: SystemTime,
+}
+
+struct Entry {
+    health: SiteHealth,
+    window: Window,
+    latency: Latency,
+    published: SiteState,
+    published_at: SystemTime,
+}
+
+/// Every site's health, owned by one task.
+pub struct HealthTable {
+    config: Arc<Config>,
+    generation: u64,
+    thresholds: Thresholds,
+    entries: Vec<Entry>,
+    overrides: Overrides,
+    version: u64,
+    changes: Vec<StateChange>,
+}
+
+/// Whether `probe` runs against `site`.
+pub fn probe_applies(config: &Config, probe: usize, site: &Site) -> bool {
+    config
+        .probes
+        .get(probe)
+        .is_some_and(|p| site.endpoints.get(p.endpoint).is_some())
+}
+
+fn thresholds(config: &Config) -> Thresholds {
+    let h = &config.health;
+    Thresholds {
+        rise: h.rise,
+        fall: h.fall,
+        suspect_hold: h.suspect_hold,
+        degraded_latency_ms: h.degraded_latency.as_secs_f64() * 1000.0,
+        degraded_error_rate: h.degraded_error_rate,
+    }
+}
+
+impl HealthTable {
+    /// A table for `config`, every site up and unprobed.
+    pub fn new(config: Arc<Config>, overrides: Overrides, now: Instant) -> Self {
+        let entries = config
+            .sites
+            .iter()
+            .map(|s| Self::fresh_entry(&config, s, now))
+            .collect();
+        let mut table = Self {
+            thresholds: thresholds(&config),
+            config,
+            generation: 1,
+            entries,
+            overrides,
+            version: 0,
+            changes: Vec::new(),
+        };
+        for i in 0..table.entries.len() {
+            table.entries[i].published = table.state_of(i);
+        }
+        table
+    }
+
+    fn fresh_entry(config: &Config, site: &Site, now: Instant) -> Entry {
+        let applies = (0..config.probes.len()).map(|p| probe_applies(config, p, site));
+        Entry {
+            health: SiteHealth::new(applies, now),
+            window: Window::new(config.health.window),
+            latency: Latency::new(config.health.ewma_alpha, config.health.latency_samples),
+            published: SiteState::Up,
+            published_at: SystemTime::now(),
+        }
+    }
+
+    /// The running config.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
+    /// The config generation (site ids are valid within one).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The operator overrides in force.
+    pub fn overrides(&self) -> &Overrides {
+        &self.overrides
+    }
+
+    /// Swaps in a new config. Sites whose name, endpoints and probes are unchanged keep their
+    /// history; others start fresh. Returns the new generation.
+    pub fn reconfigure(&mut self, config: Arc<Config>, now: Instant) -> u64 {
+        let old_config = std::mem::replace(&mut self.config, config);
+        let mut old: Vec<Option<Entry>> = std::mem::take(&mut self.entries)
+            .into_iter()
+            .map(Some)
+            .collect();
+        let same_probes =
+            old_config.probes == self.config.probes && old_config.health == self.config.health;
+        let mut entries = Vec::with_capacity(self.config.sites.len());
+        for site in &self.config.sites {
+            let kept = old_config
+                .sites
+                .iter()
+                .position(|o| o.name == site.name && o.endpoints == site.endpoints)
+                .filter(|_| same_probes)
+                .and_then(|i| old.get_mut(i).and_then(Option::take));
+            entries.push(kept.unwrap_or_else(|| Self::fresh_entry(&self.config, site, now)));
+        }
+        self.entries = entries;
+        self.thresholds = thresholds(&self.config);
+        self.generation += 1;
+        self.republish_states(now);
+        self.generation
+    }
+
+    /// Replaces the operator overrides; returns whether a published state changed.
+    pub fn set_overrides(&mut self, overrides: Overrides, now: Instant) -> bool {
+        self.overrides = overrides;
+        self.republish_states(now)
+    }
+
+    /// Folds one observation; returns whether a published state changed.
+    pub fn fold(&mut self, obs: &Observation) -> bool {
+        if obs.generation != self.generation {
+            return false;
+        }
+        let thresholds = self.thresholds;
+        let Some(entry) = self.entries.get_mut(obs.site) else {
+            return false;
+        };
+        let probe = matches!(obs.source, Source::Probe(_));
+        entry.window.record(obs.at, probe, obs.outcome.is_ok());
+        match (obs.source, obs.outcome) {
+            (Source::Probe(p), Ok(latency)) => {
+                entry.latency.record(latency);
+                entry.health.probe_result(p, Ok(()), &thresholds);
+            }
+            (Source::Probe(p), Err(failure)) => {
+                entry
+                    .health
+                    .probe_result(p, Err((failure, obs.detail.as_deref())), &thresholds);
+            }
+            (Source::Passive, Ok(_)) => {}
+            (Source::Passive, Err(failure)) => entry.health.passive_failure(failure, obs.at),
+        }
+        self.evaluate(obs.site, obs.at)
+    }
+
+    /// Re-evaluates every site (suspect holds and windows expire with time).
+    pub fn tick(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for i in 0..self.entries.len() {
+            changed |= self.evaluate(i, now);
+        }
+        changed
+    }
+
+    fn stats(&self, i: usize, now: Instant) -> Stats {
+        let e = &self.entries[i];
+        let totals = e.window.totals(now);
+        Stats {
+            ewma_ms: e.latency.ewma_ms(),
+            error_rate: totals.error_rate(),
+            samples: totals.probe_ok + totals.probe_fail + totals.traffic_ok + totals.traffic_fail,
+        }
+    }
+
+    fn evaluate(&mut self, i: usize, now: Instant) -> bool {
+        let stats = self.stats(i, now);
+        let thresholds = self.thresholds;
+        self.entries[i].health.evaluate(now, stats, &thresholds);
+        self.publish_state(i)
+    }
+
+    fn republish_states(&mut self, now: Instant) -> bool {
+        let mut changed = false;
+        for i in 0..self.entries.len() {
+            changed |= self.evaluate(i, now);
+        }
+        changed
+    }
+
+    /// The state of site `i` after overrides.
+    fn state_of(&self, i: usize) -> SiteState {
+        let name = &self.config.sites[i].name;
+        let o = self.overrides.get(name);
+        if o.is_some_and(|o| o.maintenance) {
+            return SiteState::Maintenance;
+        }
+        if o.is_some_and(|o| o.drained || o.failed_over) {
+            return SiteState::Drained;
+        }
+        match self.entries[i].health.health {
+            Health::Up => SiteState::Up,
+            Health::Degraded => SiteState::Degraded,
+            Health::Down => SiteState::Down,
+        }
+    }
+
+    fn reason_of(&self, i: usize) -> String {
+        let name = &self.config.sites[i].name;
+        match self.overrides.get(name) {
+            Some(o) if o.maintenance => "operator: maintenance".into(),
+            Some(o) if o.failed_over => "operator: failed over".into(),
+            Some(o) if o.drained => "operator: drained".into(),
+            _ => self.entries[i].health.reason.clone(),
+        }
+    }
+
+    fn publish_state(&mut self, i: usize) -> bool {
+        let state = self.state_of(i);
+        let entry = &self.entries[i];
+        if state == entry.published {
+            return false;
+        }
+        let change = StateChange {
+            site: self.config.sites[i].name.clone(),
+            from: entry.published,
+            to: state,
+            reason: self.reason_of(i),
+            at: SystemTime::now(),
+        };
+        let entry = &mut self.entries[i];
+        entry.published = state;
+        entry.published_at = change.at;
+        self.changes.push(change);
+        true
+    }
+
+    /// State changes since the last call, oldest first.
+    pub fn take_changes(&mut self) -> Vec<StateChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Recent probe latencies of site `i` in ms, oldest first.
+    pub fn recent_latencies(&self, i: usize, n: usize) -> Vec<f64> {
+        self.entries
+            .get(i)
+            .map(|e| e.latency.recent(n))
+            .unwrap_or_default()
+    }
+
+    /// Builds the next Snapshot.
+    pub fn snapshot(&mut self, now: Instant) -> Snapshot {
+        self.version += 1;
+        let reference_ms = self.config.health.latency_reference.as_secs_f64() * 1000.0;
+        let sites = self
+            .config
+            .sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| {
+                let e = &self.entries[i];
+                let totals = e.window.totals(now);
+                let ewma = e.latency.ewma_ms();
+                let error_rate = totals.error_rate();
+                let o = self.overrides.get(&site.name);
+                let state = e.published;
+                let weight = o.and_then(|o| o.weight).unwrap_or(site.weight);
+                let effective_weight = match state {
+                    SiteState::Drained | SiteState::Maintenance => 0,
+                    _ => weight,
+                };
+                SiteView {
+                    id: i,
+                    name: site.name.clone(),
+                    region: site.region.clone(),
+                    tier: site.tier,
+                    configured_weight: site.weight,
+                    effective_weight,
+                    state,
+                    health: e.health.health,
+                    preferred: o.is_some_and(|o| o.preferred),
+                    score: score(error_rate, ewma, reference_ms),
+                    availability: totals.availability(),
+                    error_rate,
+                    latency_ewma_ms: ewma,
+                    latency_p99_ms: e.latency.p99_ms(),
+                    changed_at: e.published_at,
+                    reason: self.reason_of(i),
+                    endpoints: site.endpoints.clone(),
+                }
+            })
+            .collect();
+        Snapshot {
+            version: self.version,
+            generation: self.generation,
+            config: self.config.clone(),
+            sites,
+        }
+    }
+}
+
+/// The score of a site in [0, 1]: `(1 − error_rate) × R / (R + latency_ewma)`, where `R` is
+/// `health.latency_reference`. A site with no errors and no latency scores 1; one at the
+/// reference latency scores 1/2.
+pub fn score(error_rate: f64, latency_ewma_ms: f64, reference_ms: f64) -> f64 {
+    let latency_factor = reference_ms / (reference_ms + latency_ewma_ms.max(0.0));
+    ((1.0 - error_rate) * latency_factor).clamp(0.0, 1.0)
+}
+
+/// The longest any probe of `config` waits between rounds (used by callers to bound waits).
+pub fn longest_interval(config: &Config) -> Duration {
+    config
+        .probes
+        .iter()
+        .map(|p| p.interval + p.jitter)
+        .max()
+        .unwrap_or(Duration::from_millis(100))
+}

@@ -1,0 +1,104 @@
+//! The command line: parses arguments and dispatches to the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{demo, server};
+
+/// Exit code for usage and validation errors.
+pub const EXIT_USAGE: u8 = 1;
+/// Exit code for runtime failures.
+pub const EXIT_RUNTIME: u8 = 2;
+
+/// sitesteer: an edge health-probe and traffic-steering proxy for MCP sites.
+#[derive(Debug, Parser)]
+#[command(name = "sitesteer", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start three local demo sites, the proxy in front of them and the admin listener.
+    Demo(demo::DemoArgs),
+    /// Run the front door from a config file.
+    Run {
+        /// The config file.
+        #[arg(short, long, default_value = "sitesteer.toml")]
+        config: PathBuf,
+    },
+    /// Validate a config file: exit 0 when valid, 1 with every error otherwise.
+    Check {
+        /// The config file.
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Run one demo MCP site (used by tests and benchmarks).
+    #[command(hide = true)]
+    DemoSite(demo::DemoSiteArgs),
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    init_tracing();
+    match cli.command {
+        Command::Check { config } => match sitesteer_config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: valid ({} sites, {} routes, {} probes)",
+                    config.display(),
+                    c.sites.len(),
+                    c.routes.len(),
+                    c.probes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Run { config } => match sitesteer_config::load(&config) {
+            Ok(c) => runtime_result(server::run(c, || async { Ok(()) })),
+            Err(errors) => {
+                eprintln!("{errors}");
+                ExitCode::from(EXIT_USAGE)
+            }
+        },
+        Command::Demo(args) => demo::run(args),
+        Command::DemoSite(args) => demo::run_site(args),
+    }
+}
+
+/// Maps a runtime result to an exit code, printing the error as one sentence.
+pub fn runtime_result<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sitesteer: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,pingora_proxy=error,pingora_core=warn"));
+    let _ = tracing_log::LogTracer::init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,12 @@
+//! sitesteer: the front door. Steering ([`steer`]), the data planes ([`http`]), the admin
+//! API ([`admin`]), metrics, the CLI and the demo.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod demo;
+pub mod http;
+pub mod mcp;
+pub mod metrics;
+pub mod server;
+pub mod steer;

@@ -1,0 +1,130 @@
+//! Prometheus metrics. The registry is built once and passed in; names are constants
+//! prefixed `sitesteer_`; per-site series carry `site` (and `transport`, `code`).
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+use sitesteer_probes::{SiteState, Snapshot};
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    /// Proxied requests by site, transport and status code.
+    pub requests: IntCounterVec,
+    /// Requests retried on another site, by the site that failed.
+    pub retries: IntCounterVec,
+    /// Requests that no site could take.
+    pub unroutable: IntCounter,
+    /// Decisions taken in panic mode.
+    pub panic_decisions: IntCounter,
+    /// 1 while the last decision was in panic mode.
+    pub panic_mode: IntGauge,
+    /// Upstream latency of proxied requests, by site.
+    pub upstream_latency: HistogramVec,
+    site_state: IntGaugeVec,
+    site_score: GaugeVec,
+    site_weight: IntGaugeVec,
+    site_latency: GaugeVec,
+    site_availability: GaugeVec,
+    snapshot_version: IntGauge,
+}
+
+fn build<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
+    // Names are constants and unique, so registration only fails on a programming error,
+    // which the unit test below catches.
+    let _ = registry.register(Box::new(metric.clone()));
+    metric
+}
+
+impl Metrics {
+    /// Registers every metric in a new registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let r = &registry;
+        let info = IntGaugeVec::new(
+            Opts::new("sitesteer_build_info", "Build information."),
+            &["version"],
+        )
+        .expect("valid metric");
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build(r, info);
+        Self {
+            requests: build(r, IntCounterVec::new(Opts::new("sitesteer_requests_total", "Proxied requests by site, transport and status code."), &["site", "transport", "code"]).expect("valid metric")),
+            retries: build(r, IntCounterVec::new(Opts::new("sitesteer_retries_total", "Requests retried on another site, by the site that failed."), &["site"]).expect("valid metric")),
+            unroutable: build(r, IntCounter::new("sitesteer_unroutable_requests_total", "Requests that no site could take.").expect("valid metric")),
+            panic_decisions: build(r, IntCounter::new("sitesteer_panic_decisions_total", "Steering decisions taken in panic mode (no up or degraded site).").expect("valid metric")),
+            panic_mode: build(r, IntGauge::new("sitesteer_panic_mode", "1 when no site is up or degraded and traffic spreads over every site not in maintenance.").expect("valid metric")),
+            upstream_latency: build(r, HistogramVec::new(HistogramOpts::new("sitesteer_upstream_latency_seconds", "Time from request to upstream response header, by site.").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]), &["site"]).expect("valid metric")),
+            site_state: build(r, IntGaugeVec::new(Opts::new("sitesteer_site_state", "1 for the state the site is in."), &["site", "state"]).expect("valid metric")),
+            site_score: build(r, GaugeVec::new(Opts::new("sitesteer_site_score", "Site score in [0, 1]."), &["site"]).expect("valid metric")),
+            site_weight: build(r, IntGaugeVec::new(Opts::new("sitesteer_site_weight", "Site weight, configured and effective."), &["site", "kind"]).expect("valid metric")),
+            site_latency: build(r, GaugeVec::new(Opts::new("sitesteer_site_probe_latency_ms", "Probe latency EWMA and p99, milliseconds."), &["site", "stat"]).expect("valid metric")),
+            site_availability: build(r, GaugeVec::new(Opts::new("sitesteer_site_availability", "Fraction of successful probes over the health window."), &["site"]).expect("valid metric")),
+            snapshot_version: build(r, IntGauge::new("sitesteer_snapshot_version", "Version of the published health snapshot.").expect("valid metric")),
+            registry,
+        }
+    }
+
+    /// Copies the per-site gauges from a snapshot (called on scrape).
+    pub fn observe_snapshot(&self, snap: &Snapshot) {
+        self.snapshot_version.set(snap.version as i64);
+        for s in &snap.sites {
+            for state in SiteState::ALL {
+                self.site_state
+                    .with_label_values(&[s.name.as_str(), state.as_str()])
+                    .set(i64::from(s.state == state));
+            }
+            self.site_score
+                .with_label_values(&[s.name.as_str()])
+                .set(s.score);
+            self.site_weight
+                .with_label_values(&[s.name.as_str(), "configured"])
+                .set(i64::from(s.configured_weight));
+            self.site_weight
+                .with_label_values(&[s.name.as_str(), "effective"])
+                .set(i64::from(s.effective_weight));
+            self.site_latency
+                .with_label_values(&[s.name.as_str(), "ewma"])
+                .set(s.latency_ewma_ms);
+            self.site_latency
+                .with_label_values(&[s.name.as_str(), "p99"])
+                .set(s.latency_p99_ms);
+            self.site_availability
+                .with_label_values(&[s.name.as_str()])
+                .set(s.availability);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_renders() {
+        let m = Metrics::new();
+        m.requests.with_label_values(&["a", "http", "200"]).inc();
+        m.unroutable.inc();
+        let text = m.render();
+        assert!(
+            text.contains("sitesteer_requests_total{code=\"200\",site=\"a\",transport=\"http\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("sitesteer_build_info"));
+        assert!(text.contains("sitesteer_unroutable_requests_total 1"));
+    }
+}

@@ -1,0 +1,204 @@
+//! The steering decision, in one place: which site serves a request. A pure function of the
+//! published [`Snapshot`] and a [`RequestCtx`]; no I/O, no clock, no allocation. The HTTP,
+//! TCP and DNS data planes all call [`choose`], so they never disagree.
+//!
+//! The rules, in order:
+//! 1. A pinned request (an MCP session) goes to its site while that site is up, degraded or
+//!    drained; otherwise it is not served ([`choose`] returns `None` for it).
+//! 2. Sites preferred by a manual failover win while up.
+//! 3. Otherwise the lowest tier with an up site that has weight wins; its sites share
+//!    traffic by `effective weight × score`, preferring the client's region when one of
+//!    them is in it.
+//! 4. With no up site, degraded sites serve, by the same rules.
+//! 5. With neither, **panic mode**: every site not in maintenance serves, by configured
+//!    weight, so that a wrong health signal never takes the whole service down.
+
+use std::net::SocketAddr;
+
+use sitesteer_config::EndpointKind;
+use sitesteer_probes::{SiteState, SiteView, Snapshot};
+
+/// Sites already tried for one request (small, fixed, no allocation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tried {
+    ids: [usize; Tried::CAP],
+    len: usize,
+}
+
+impl Tried {
+    /// At most this many are remembered.
+    pub const CAP: usize = 8;
+
+    /// Remembers `site` (ignored once full).
+    pub fn push(&mut self, site: usize) {
+        if self.len < Self::CAP {
+            self.ids[self.len] = site;
+            self.len += 1;
+        }
+    }
+
+    /// Whether `site` was tried.
+    pub fn contains(&self, site: usize) -> bool {
+        self.ids[..self.len].contains(&site)
+    }
+
+    /// How many were tried.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether none were tried.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+/// What steering knows about a request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestCtx<'a> {
+    /// The endpoint kind the request needs.
+    pub kind: EndpointKind,
+    /// A random number; the same number gives the same choice.
+    pub random: u64,
+    /// Sites to avoid (already failed for this request).
+    pub tried: Tried,
+    /// The client's region, when known.
+    pub region: Option<&'a str>,
+    /// The site an MCP session is bound to.
+    pub pinned: Option<usize>,
+}
+
+impl<'a> RequestCtx<'a> {
+    /// A request for `kind` with randomness `random` and nothing else known.
+    pub fn new(kind: EndpointKind, random: u64) -> Self {
+        Self {
+            kind,
+            random,
+            tried: Tried::default(),
+            region: None,
+            pinned: None,
+        }
+    }
+}
+
+/// Why the chosen site was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A healthy site by tier, weight and score.
+    Normal,
+    /// The MCP session's own site.
+    Pinned,
+    /// No up site: a degraded one.
+    Degraded,
+    /// No up or degraded site: any site not in maintenance.
+    Panic,
+}
+
+/// The decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Choice {
+    /// Site id (index in the snapshot).
+    pub site: usize,
+    /// The endpoint to connect to.
+    pub addr: SocketAddr,
+    /// Why.
+    pub mode: Mode,
+}
+
+/// Preference classes, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    Preferred,
+    Up,
+    Degraded,
+    Panic,
+}
+
+fn class(site: &SiteView) -> Option<Class> {
+    match site.state {
+        SiteState::Up if site.preferred && site.effective_weight > 0 => Some(Class::Preferred),
+        SiteState::Up if site.effective_weight > 0 => Some(Class::Up),
+        SiteState::Degraded if site.effective_weight > 0 => Some(Class::Degraded),
+        SiteState::Maintenance => None,
+        _ => Some(Class::Panic),
+    }
+}
+
+/// The rank of a candidate: class, then tier (ignored in panic), then region match.
+fn rank(site: &SiteView, region: Option<&str>) -> Option<(Class, u8, bool)> {
+    let class = class(site)?;
+    let tier = if class == Class::Panic { 0 } else { site.tier };
+    let far = region.is_some_and(|r| r != site.region);
+    Some((class, tier, far))
+}
+
+fn share(site: &SiteView, class: Class) -> f64 {
+    match class {
+        Class::Panic => f64::from(site.configured_weight.max(1)),
+        _ => f64::from(site.effective_weight) * site.score.max(0.001),
+    }
+}
+
+/// Chooses the site for a request; `None` when no site can take it.
+pub fn choose(snapshot: &Snapshot, req: &RequestCtx<'_>) -> Option<Choice> {
+    if let Some(pinned) = req.pinned {
+        let site = snapshot.sites.get(pinned)?;
+        let alive = matches!(
+            site.state,
+            SiteState::Up | SiteState::Degraded | SiteState::Drained
+        );
+        if !alive || req.tried.contains(pinned) {
+            return None;
+        }
+        let addr = site.endpoints.get(req.kind)?;
+        return Some(Choice {
+            site: pinned,
+            addr,
+            mode: Mode::Pinned,
+        });
+    }
+
+    // Pass 1: the best rank among eligible sites.
+    let eligible = |s: &&SiteView| s.endpoints.get(req.kind).is_some() && !req.tried.contains(s.id);
+    let best = snapshot
+        .sites
+        .iter()
+        .filter(eligible)
+        .filter_map(|s| rank(s, req.region))
+        .min()?;
+
+    // Pass 2: total share of the sites of that rank.
+    let in_best = |s: &&SiteView| rank(s, req.region) == Some(best);
+    let total: f64 = snapshot
+        .sites
+        .iter()
+        .filter(eligible)
+        .filter(in_best)
+        .map(|s| share(s, best.0))
+        .sum();
+
+    // Pass 3: weighted pick.
+    let mut point = (req.random >> 11) as f64 / (1u64 << 53) as f64 * total;
+    let mut last = None;
+    for site in snapshot.sites.iter().filter(eligible).filter(in_best) {
+        last = Some(site);
+        point -= share(site, best.0);
+        if point < 0.0 {
+            break;
+        }
+    }
+    let site = last?;
+    let mode = match best.0 {
+        Class::Preferred | Class::Up => Mode::Normal,
+        Class::Degraded => Mode::Degraded,
+        Class::Panic => Mode::Panic,
+    };
+    Some(Choice {
+        site: site.id,
+        addr: site.endpoints.get(req.kind)?,
+        mode,
+    })
+}
+
+#[cfg(test)]
+mod tests;
