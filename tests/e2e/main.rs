@@ -1,1 +1,8 @@
+//! End-to-end tests: real sitesteer and demo-site processes on 127.0.0.1.
 
+mod harness;
+mod traffic;
+
+mod config_check;
+mod failover;
+mod probes;

@@ -70,6 +70,9 @@ pub enum Mode {
     /// Never answer; the request stays open until the client gives up or the
     /// site shuts down (then it gets a 503).
     Hang,
+    /// HTTP looks fine (`/health` answers 200) but every `POST /mcp` gets a malformed
+    /// JSON-RPC answer: what an `mcp` probe must catch and an `http` probe cannot.
+    Badrpc,
 }
 
 /// Configuration of one demo site: its name and the address to listen on.
@@ -285,6 +288,16 @@ async fn site_layer(State(state): State<Arc<SiteState>>, req: Request, next: Nex
         let control = state.control();
         match control.mode {
             Mode::Ok => next.run(req).await,
+            Mode::Badrpc
+                if req.uri().path() == "/mcp" && req.method() == axum::http::Method::POST =>
+            {
+                (
+                    StatusCode::OK,
+                    Json(json!({ "jsonrpc": "2.0", "id": "not-yours", "result": "garbage" })),
+                )
+                    .into_response()
+            }
+            Mode::Badrpc => next.run(req).await,
             Mode::Slow => {
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(control.delay_ms)) => {

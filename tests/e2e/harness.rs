@@ -1,0 +1,336 @@
+//! The e2e harness: real `sitesteer` and demo-site processes on 127.0.0.1, a tiny HTTP
+//! client, and bounded waits. Every process is killed when its handle drops.
+// Shared by every test module; not every module uses every helper.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{HeaderMap, Method, Request};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::TcpStream;
+
+/// The `sitesteer` binary under test (`SITESTEER_BIN`, else the workspace's debug build).
+pub fn binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("SITESTEER_BIN") {
+        return PathBuf::from(bin);
+    }
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/sitesteer");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p sitesteer` first (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound and released; good enough on a test machine).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A scratch folder removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new, empty folder under the system temp dir.
+    pub fn new(tag: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "sitesteer-e2e-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        Self(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A child process killed on drop.
+pub struct Proc {
+    /// The child.
+    pub child: Child,
+}
+
+impl Proc {
+    /// Sends a signal (`-9`, `-STOP`, `-CONT`, ...).
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .stderr(Stdio::null())
+            .status();
+    }
+
+    /// Kills with SIGKILL and reaps.
+    pub fn kill9(&mut self) {
+        self.signal("-9");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.signal("-CONT");
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One demo site process.
+pub struct DemoSite {
+    /// Its name.
+    pub name: String,
+    /// Its address.
+    pub addr: SocketAddr,
+    /// The process.
+    pub proc: Proc,
+}
+
+impl DemoSite {
+    /// Starts a demo site and waits until it answers `/health`.
+    pub async fn start(name: &str, port: u16) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let child = Command::new(binary())
+            .args(["demo-site", "--name", name, "--http", &addr.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo site");
+        let site = Self {
+            name: name.to_string(),
+            addr,
+            proc: Proc { child },
+        };
+        wait_until(Duration::from_secs(10), || async {
+            get(addr, "/health").await.is_ok_and(|r| r.status == 200)
+        })
+        .await
+        .unwrap_or_else(|| panic!("demo site {name} did not start"));
+        site
+    }
+
+    /// Sets the site's misbehaviour mode through its control endpoint.
+    pub async fn set_mode(&self, mode: &str) {
+        let body = format!("{{\"mode\":\"{mode}\",\"delay_ms\":300}}");
+        let r = request(self.addr, Method::POST, "/control", &[], Some(body))
+            .await
+            .expect("control");
+        assert_eq!(r.status, 200);
+    }
+}
+
+/// A running `sitesteer run` process.
+pub struct Sitesteer {
+    /// The proxy's HTTP listener.
+    pub http: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// The process.
+    pub proc: Proc,
+    /// Where its config lives.
+    pub dir: TempDir,
+}
+
+impl Sitesteer {
+    /// Writes `[listen]` plus `body` to a config file and runs sitesteer on it, waiting until
+    /// the admin API and the proxy answer.
+    pub async fn start(body: &str) -> Self {
+        let dir = TempDir::new("proxy");
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let text = format!("[listen]\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\n{body}");
+        let config = dir.0.join("sitesteer.toml");
+        std::fs::write(&config, text).expect("write config");
+        let log = std::fs::File::create(dir.0.join("sitesteer.log")).expect("log file");
+        let child = Command::new(binary())
+            .args(["run", "-c"])
+            .arg(&config)
+            .env("RUST_LOG", "info,pingora_proxy=error,pingora_core=error")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn sitesteer");
+        let s = Self {
+            http,
+            admin,
+            proc: Proc { child },
+            dir,
+        };
+        let ready = wait_until(Duration::from_secs(15), || async {
+            get(admin, "/healthz").await.is_ok_and(|r| r.status == 200)
+                && TcpStream::connect(http).await.is_ok()
+        })
+        .await;
+        if ready.is_none() {
+            panic!("sitesteer did not start; log:\n{}", s.log());
+        }
+        s
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("sitesteer.log")).unwrap_or_default()
+    }
+
+    /// `GET /api/v1/sites` as JSON.
+    pub async fn sites(&self) -> Value {
+        let r = get(self.admin, "/api/v1/sites").await.expect("sites API");
+        serde_json::from_slice(&r.body).expect("sites JSON")
+    }
+
+    /// The state of site `name` as the admin API shows it.
+    pub async fn state_of(&self, name: &str) -> String {
+        let sites = self.sites().await;
+        sites["sites"]
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["name"] == name))
+            .and_then(|s| s["state"].as_str())
+            .unwrap_or("missing")
+            .to_string()
+    }
+
+    /// Waits until site `name` is in `state`; returns how long it took.
+    pub async fn wait_state(&self, name: &str, state: &str, limit: Duration) -> Option<Duration> {
+        wait_until(limit, || async { self.state_of(name).await == state }).await
+    }
+}
+
+/// An HTTP answer.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// A header as a string ("" when missing).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The body as JSON (Null when it is not).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// One request over a new connection, bounded to 5 s.
+pub async fn request(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<String>,
+) -> Result<Answer, String> {
+    let fut = async {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", addr.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
+    };
+    tokio::time::timeout(Duration::from_secs(5), fut)
+        .await
+        .map_err(|_| "timeout".to_string())?
+}
+
+/// `GET path`.
+pub async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
+    request(addr, Method::GET, path, &[], None).await
+}
+
+/// An MCP JSON-RPC call over Streamable HTTP.
+pub async fn mcp(
+    addr: SocketAddr,
+    method: &str,
+    params: Value,
+    session: Option<&str>,
+) -> Result<Answer, String> {
+    let body = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params})
+        .to_string();
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    if let Some(s) = session {
+        headers.push(("mcp-session-id", s));
+    }
+    request(addr, Method::POST, "/mcp", &headers, Some(body)).await
+}
+
+/// Polls `check` every 10 ms until it is true or `limit` passes; returns the time it took.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    None
+}
+
+/// The `[[site]]` tables for `sites` (name, tier, address), http endpoints only.
+pub fn site_tables(sites: &[(&str, u8, SocketAddr)]) -> String {
+    sites
+        .iter()
+        .map(|(name, tier, addr)| format!("[[site]]\nname = \"{name}\"\ntier = {tier}\n[site.endpoints]\nhttp = \"{addr}\"\n\n"))
+        .collect()
+}

@@ -1,0 +1,117 @@
+//! Steady test traffic through the proxy: a few workers sending GETs and safe MCP calls,
+//! each outcome recorded with its time and the site that served it.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::{get, mcp};
+
+/// One request's outcome.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// When it was sent, since the traffic started.
+    pub sent: Duration,
+    /// The serving site (`x-sitesteer-site`), empty on failure.
+    pub site: String,
+    /// `Err` with what went wrong.
+    pub result: Result<(), String>,
+}
+
+/// Running traffic; `stop` returns every outcome.
+pub struct Traffic {
+    stop: Arc<AtomicBool>,
+    outcomes: Arc<Mutex<Vec<Outcome>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    /// When the traffic started.
+    pub started: Instant,
+}
+
+impl Traffic {
+    /// Starts `workers` loops against `proxy`, each pausing `pause` between requests.
+    pub fn start(proxy: SocketAddr, workers: usize, pause: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcomes = Arc::new(Mutex::new(Vec::new()));
+        let started = Instant::now();
+        let workers = (0..workers)
+            .map(|w| {
+                let stop = stop.clone();
+                let outcomes = outcomes.clone();
+                tokio::spawn(async move {
+                    let mut i = 0usize;
+                    // Bounded: at most 100k requests per worker, and the caller's stop.
+                    while !stop.load(Ordering::Relaxed) && i < 100_000 {
+                        let sent = started.elapsed();
+                        let answer = match (w + i) % 3 {
+                            0 => get(proxy, "/health").await,
+                            1 => mcp(proxy, "ping", json!({}), None).await,
+                            _ => mcp(proxy, "tools/list", json!({}), None).await,
+                        };
+                        let outcome = match answer {
+                            Ok(a) if a.status == 200 => Outcome {
+                                sent,
+                                site: a.header("x-sitesteer-site").to_string(),
+                                result: Ok(()),
+                            },
+                            Ok(a) => Outcome {
+                                sent,
+                                site: String::new(),
+                                result: Err(format!(
+                                    "HTTP {}: {}",
+                                    a.status,
+                                    String::from_utf8_lossy(&a.body)
+                                )),
+                            },
+                            Err(e) => Outcome {
+                                sent,
+                                site: String::new(),
+                                result: Err(e),
+                            },
+                        };
+                        outcomes.lock().expect("outcomes").push(outcome);
+                        i += 1;
+                        tokio::time::sleep(pause).await;
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            outcomes,
+            workers,
+            started,
+        }
+    }
+
+    /// Time since the traffic started.
+    pub fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Stops the workers and returns every outcome, in send order.
+    pub async fn stop(self) -> Vec<Outcome> {
+        self.stop.store(true, Ordering::Relaxed);
+        for w in self.workers {
+            let _ = w.await;
+        }
+        let mut out = self.outcomes.lock().expect("outcomes").clone();
+        out.sort_by_key(|o| o.sent);
+        out
+    }
+}
+
+/// The failed outcomes.
+pub fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {
+    outcomes.iter().filter(|o| o.result.is_err()).collect()
+}
+
+/// Outcomes sent in `[from, to)` served by `site`.
+pub fn served_by(outcomes: &[Outcome], site: &str, from: Duration, to: Duration) -> usize {
+    outcomes
+        .iter()
+        .filter(|o| o.sent >= from && o.sent < to && o.site == site)
+        .count()
+}
