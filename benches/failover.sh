@@ -103,7 +103,7 @@ wait_all_sites() {
     return 1
 }
 
-# Stops one child: SIGINT (pingora's fast shutdown, haproxy's soft stop is not wanted),
+# Stops one child: SIGINT (fast shutdown for pingora, hard stop for haproxy),
 # then SIGKILL after 2 s.
 stop_pid() {
     local p=$1 i
@@ -221,7 +221,10 @@ scenario() { # proxy round
     *) log "unknown proxy $proxy"; exit 1 ;;
     esac
     PIDS+=("$proxy_pid")
-    wait_all_sites "http://127.0.0.1:$pp/" 10
+    if ! wait_all_sites "http://127.0.0.1:$pp/" 10; then
+        tail -n 20 "$dir"/*.log >&2 || true
+        exit 1
+    fi
 
     local out="$OUT/failover-$proxy-$round.json"
     "$LOADGEN" --url "http://127.0.0.1:$pp/" --connections "$CONNECTIONS" --rate "$RATE" \

@@ -66,3 +66,7 @@ pub const DRAIN_TIMEOUT_S: u64 = 30;
 pub const DNS_TTL: u32 = 5;
 /// `cluster.prefix`.
 pub const CLUSTER_PREFIX: &str = "/sitesteer/";
+/// `proxy.close_grace`, milliseconds.
+pub const CLOSE_GRACE_MS: u64 = 100;
+/// `proxy.session_key_file`, relative to the config file's folder.
+pub const SESSION_KEY_FILE: &str = "sitesteer.session.key";

@@ -241,6 +241,13 @@ pub struct ProxySettings {
     pub retry_buffer_bytes: usize,
     /// How long connections to a drained site may finish. Default 30s.
     pub drain_timeout: Duration,
+    /// How soon open WebSocket, SSE and TCP connections of a site that went down or into
+    /// maintenance are closed. Default 100ms.
+    pub close_grace: Duration,
+    /// Key that signs MCP session ids (so a session stays on its site across restarts and
+    /// instances). Created with a random key when missing. Default `sitesteer.session.key`
+    /// beside the config file; every instance of a fleet needs the same file.
+    pub session_key_file: PathBuf,
 }
 
 /// `[dns]`: the authoritative zone.

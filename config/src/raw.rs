@@ -116,6 +116,8 @@ pub struct RawProxy {
     pub retries: Option<i64>,
     pub retry_buffer_bytes: Option<i64>,
     pub drain_timeout: Option<String>,
+    pub close_grace: Option<String>,
+    pub session_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -35,7 +35,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Con
     let routes = routes(&raw.route, &sites, p);
     let probes = probes(&raw.probe, &sites, p);
     let health = health(&raw.health, p);
-    let proxy = proxy(&raw.proxy, p);
+    let proxy = proxy(&raw.proxy, base_dir, p);
     let dns = raw.dns.as_ref().map(|r| dns(r, p));
     let geo = geo(&raw.geo, p);
     let cluster = raw.cluster.as_ref().map(|r| cluster(r, p));
@@ -651,7 +651,7 @@ fn health(raw: &RawHealth, p: &mut Problems) -> Health {
     }
 }
 
-fn proxy(raw: &RawProxy, p: &mut Problems) -> ProxySettings {
+fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
     ProxySettings {
         threads: int_in(raw.threads, d::PROXY_THREADS, (1, 256), "proxy.threads", p),
         connect_timeout: duration(
@@ -679,6 +679,18 @@ fn proxy(raw: &RawProxy, p: &mut Problems) -> ProxySettings {
             Duration::from_secs(d::DRAIN_TIMEOUT_S),
             "proxy.drain_timeout",
             p,
+        ),
+        close_grace: duration(
+            &raw.close_grace,
+            Duration::from_millis(d::CLOSE_GRACE_MS),
+            "proxy.close_grace",
+            p,
+        ),
+        session_key_file: anchor(
+            base_dir,
+            raw.session_key_file
+                .as_deref()
+                .unwrap_or(d::SESSION_KEY_FILE),
         ),
     }
 }

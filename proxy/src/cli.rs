@@ -36,6 +36,12 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Bridge a stdio MCP client (one that launches a command) to the front door.
+    Stdio {
+        /// The front door's MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
+        #[arg(long)]
+        url: String,
+    },
     /// Run one demo MCP site (used by tests and benchmarks).
     #[command(hide = true)]
     DemoSite(demo::DemoSiteArgs),
@@ -77,6 +83,16 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Demo(args) => demo::run(args),
+        Command::Stdio { url } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return runtime_result(Err(format!("cannot start the runtime: {e}"))),
+            };
+            runtime_result(runtime.block_on(crate::stdio::run(&url)))
+        }
         Command::DemoSite(args) => demo::run_site(args),
     }
 }

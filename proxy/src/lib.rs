@@ -4,9 +4,14 @@
 
 pub mod admin;
 pub mod cli;
+pub mod conns;
 pub mod demo;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
 pub mod server;
+pub mod session;
+pub mod stdio;
 pub mod steer;
+pub mod tcp;
+pub mod tools;

@@ -12,6 +12,10 @@ pub struct Metrics {
     registry: Registry,
     /// Proxied requests by site, transport and status code.
     pub requests: IntCounterVec,
+    /// MCP requests by site and method (`Mcp-Method` or the JSON-RPC body).
+    pub mcp_requests: IntCounterVec,
+    /// Open long-lived connections by site and transport.
+    pub open_connections: IntGaugeVec,
     /// Requests retried on another site, by the site that failed.
     pub retries: IntCounterVec,
     /// Requests that no site could take.
@@ -51,6 +55,8 @@ impl Metrics {
         build(r, info);
         Self {
             requests: build(r, IntCounterVec::new(Opts::new("sitesteer_requests_total", "Proxied requests by site, transport and status code."), &["site", "transport", "code"]).expect("valid metric")),
+            mcp_requests: build(r, IntCounterVec::new(Opts::new("sitesteer_mcp_requests_total", "MCP requests by site and JSON-RPC method (other for unknown methods)."), &["site", "method"]).expect("valid metric")),
+            open_connections: build(r, IntGaugeVec::new(Opts::new("sitesteer_open_connections", "Open long-lived connections by site and transport."), &["site", "transport"]).expect("valid metric")),
             retries: build(r, IntCounterVec::new(Opts::new("sitesteer_retries_total", "Requests retried on another site, by the site that failed."), &["site"]).expect("valid metric")),
             unroutable: build(r, IntCounter::new("sitesteer_unroutable_requests_total", "Requests that no site could take.").expect("valid metric")),
             panic_decisions: build(r, IntCounter::new("sitesteer_panic_decisions_total", "Steering decisions taken in panic mode (no up or degraded site).").expect("valid metric")),

@@ -12,9 +12,15 @@ use sitesteer_config::Config;
 use sitesteer_probes::Overrides;
 use tokio::runtime::Runtime;
 
+use pingora::services::listening::Service;
+
 use crate::admin::{self, AdminState};
+use crate::conns::{self, Registry};
 use crate::http::HttpProxy;
 use crate::metrics::Metrics;
+use crate::session::SessionCodec;
+use crate::tcp::TcpProxy;
+use crate::tools::ToolCatalog;
 
 /// Why sitesteer could not start or keep running.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +32,14 @@ pub enum RunError {
         addr: SocketAddr,
         /// Which listener.
         what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The session key file could not be read or created.
+    #[error("cannot use the session key file {path}: {source}")]
+    SessionKey {
+        /// The file.
+        path: std::path::PathBuf,
         /// The OS error.
         source: std::io::Error,
     },
@@ -50,6 +64,15 @@ where
     if let Some(http) = config.listen.http {
         check_bind(http, "listen.http")?;
     }
+    if let Some(tcp) = config.listen.tcp {
+        check_bind(tcp, "listen.tcp")?;
+    }
+    let codec = SessionCodec::load_or_create(&config.proxy.session_key_file).map_err(|source| {
+        RunError::SessionKey {
+            path: config.proxy.session_key_file.clone(),
+            source,
+        }
+    })?;
     let control = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("sitesteer-control")
@@ -80,14 +103,28 @@ where
         }
     });
 
+    let registry = Registry::new(metrics.open_connections.clone());
+    control.spawn(conns::sweep(registry.clone(), health.clone()));
+    let tools = Arc::new(ToolCatalog::default());
+
     let mut server = pingora_server(&config);
     server.bootstrap();
     if let Some(http) = config.listen.http {
-        let mut service = http_proxy_service(
-            &server.configuration,
-            HttpProxy::new(health.clone(), metrics.clone()),
+        let proxy = HttpProxy::new(
+            health.clone(),
+            metrics.clone(),
+            registry.clone(),
+            codec,
+            tools,
         );
+        let mut service = http_proxy_service(&server.configuration, proxy);
         service.add_tcp(&http.to_string());
+        server.add_service(service);
+    }
+    if let Some(tcp) = config.listen.tcp {
+        let app = TcpProxy::new(health.clone(), metrics.clone(), registry.clone());
+        let mut service = Service::new("sitesteer tcp".to_string(), app);
+        service.add_tcp(&tcp.to_string());
         server.add_service(service);
     }
     tracing::info!(http = ?config.listen.http, admin = %config.listen.admin, sites = config.sites.len(), "sitesteer running");

@@ -157,6 +157,9 @@ pub async fn check(
             .map(drop)
             .map_err(|f| (f, None)),
         ProbeKind::Http => http(target).await,
+        ProbeKind::Mcp if spec.endpoint == sitesteer_config::EndpointKind::Tcp => {
+            stream::tcp_ping(target).await
+        }
         ProbeKind::Mcp => {
             mcp::probe(
                 target.addr,

@@ -2,7 +2,15 @@
 //! proxy's health probing and traffic steering in tests, demos and benchmarks,
 //! and `sitesteer demo`, which runs three of them behind the proxy.
 
+mod rpc;
 pub mod site;
+mod sse;
+mod streamable;
+mod tcp;
+#[cfg(test)]
+mod test_support;
+mod transports;
+mod ws;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -20,10 +28,13 @@ pub struct DemoArgs {
     /// The proxy's HTTP listener.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub http: SocketAddr,
+    /// The proxy's raw TCP listener (newline-delimited JSON-RPC).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    pub tcp: SocketAddr,
     /// The admin listener.
     #[arg(long, default_value = "127.0.0.1:9900")]
     pub admin: SocketAddr,
-    /// First port of the three demo sites (on 127.0.0.1).
+    /// First port of the three demo sites (on 127.0.0.1); their TCP ports start 100 above.
     #[arg(long, default_value_t = 18101)]
     pub site_base_port: u16,
 }
@@ -34,9 +45,12 @@ pub struct DemoSiteArgs {
     /// Site name (returned in `x-demo-site`).
     #[arg(long)]
     pub name: String,
-    /// HTTP listener.
+    /// HTTP listener (Streamable HTTP at /mcp, WebSocket at /mcp/ws, HTTP+SSE at /mcp/sse).
     #[arg(long)]
     pub http: SocketAddr,
+    /// Optional raw TCP listener (newline-delimited JSON-RPC).
+    #[arg(long)]
+    pub tcp: Option<SocketAddr>,
 }
 
 /// The demo sites: (name, region, tier).
@@ -46,26 +60,39 @@ const SITES: [(&str, &str, u8); 3] = [
     ("charlie", "eu", 1),
 ];
 
-/// The config the demo runs with.
-pub fn demo_config_text(args: &DemoArgs) -> String {
+/// The config the demo runs with; its state and session key live in `state_dir`.
+pub fn demo_config_text(args: &DemoArgs, state_dir: &Path) -> String {
     let mut text = format!(
-        "[listen]\nhttp = \"{}\"\nadmin = \"{}\"\n\n[health]\nrise = 2\nfall = 2\n\n\
+        "state_file = \"{state}/state.json\"\n\n[listen]\nhttp = \"{}\"\ntcp = \"{}\"\nadmin = \"{}\"\n\n\
+         [proxy]\nsession_key_file = \"{state}/session.key\"\n\n[health]\nrise = 2\nfall = 2\n\n\
          [[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n\
-         [[probe]]\nkind = \"mcp\"\npath = \"/mcp\"\ninterval = \"250ms\"\ntimeout = \"200ms\"\nmcp_protocol = \"2025-11-25\"\n",
-        args.http, args.admin
+         [[probe]]\nkind = \"mcp\"\npath = \"/mcp\"\ninterval = \"250ms\"\ntimeout = \"200ms\"\nmcp_protocol = \"2025-11-25\"\n\n\
+         [[probe]]\nkind = \"mcp\"\nendpoint = \"tcp\"\ninterval = \"250ms\"\ntimeout = \"200ms\"\n",
+        args.http,
+        args.tcp,
+        args.admin,
+        state = state_dir.display(),
     );
     for (i, (name, region, tier)) in SITES.iter().enumerate() {
-        let port = args.site_base_port + i as u16;
+        let (http, tcp) = site_ports(args, i);
         text.push_str(&format!(
-            "\n[[site]]\nname = \"{name}\"\nregion = \"{region}\"\ntier = {tier}\n[site.endpoints]\nhttp = \"127.0.0.1:{port}\"\n"
+            "\n[[site]]\nname = \"{name}\"\nregion = \"{region}\"\ntier = {tier}\n[site.endpoints]\n\
+             http = \"127.0.0.1:{http}\"\nws = \"127.0.0.1:{http}\"\nsse = \"127.0.0.1:{http}\"\ntcp = \"127.0.0.1:{tcp}\"\n"
         ));
     }
     text
 }
 
+/// The (http, tcp) ports of demo site `i`.
+fn site_ports(args: &DemoArgs, i: usize) -> (u16, u16) {
+    let http = args.site_base_port.saturating_add(i as u16);
+    (http, http.saturating_add(100))
+}
+
 /// `sitesteer demo`.
 pub fn run(args: DemoArgs) -> ExitCode {
-    let text = demo_config_text(&args);
+    let state_dir = std::env::temp_dir().join(format!("sitesteer-demo-{}", args.admin.port()));
+    let text = demo_config_text(&args, &state_dir);
     let config = match sitesteer_config::parse(&text, "<demo>", Path::new(".")) {
         Ok(c) => c,
         Err(e) => {
@@ -76,9 +103,13 @@ pub fn run(args: DemoArgs) -> ExitCode {
     let sites: Vec<DemoSite> = SITES
         .iter()
         .enumerate()
-        .map(|(i, (name, _, _))| DemoSite {
-            name: name.to_string(),
-            http: SocketAddr::from(([127, 0, 0, 1], args.site_base_port + i as u16)),
+        .map(|(i, (name, _, _))| {
+            let (http, tcp) = site_ports(&args, i);
+            DemoSite {
+                name: name.to_string(),
+                http: SocketAddr::from(([127, 0, 0, 1], http)),
+                tcp: Some(SocketAddr::from(([127, 0, 0, 1], tcp))),
+            }
         })
         .collect();
     print_banner(&args, &sites);
@@ -97,12 +128,14 @@ pub fn run(args: DemoArgs) -> ExitCode {
 }
 
 fn print_banner(args: &DemoArgs, sites: &[DemoSite]) {
-    let proxy = args.http;
-    let admin = args.admin;
+    let (proxy, tcp, admin) = (args.http, args.tcp, args.admin);
     println!("sitesteer demo: three MCP sites behind one front door\n");
-    println!("  proxy (MCP Streamable HTTP)  http://{proxy}/mcp");
-    println!("  admin API                    http://{admin}/api/v1/sites");
-    println!("  metrics                      http://{admin}/metrics");
+    println!("  MCP Streamable HTTP   http://{proxy}/mcp");
+    println!("  MCP over WebSocket    ws://{proxy}/mcp/ws");
+    println!("  MCP over SSE          http://{proxy}/mcp/sse");
+    println!("  MCP over raw TCP      {tcp}  (newline-delimited JSON-RPC)");
+    println!("  admin API             http://{admin}/api/v1/sites");
+    println!("  metrics               http://{admin}/metrics");
     for (site, (_, region, tier)) in sites.iter().zip(SITES) {
         println!(
             "  site {:<8} tier {tier}  {region:<8} http://{}  (control: /control)",
@@ -113,11 +146,18 @@ fn print_banner(args: &DemoArgs, sites: &[DemoSite]) {
         .first()
         .map(|s| s.http.to_string())
         .unwrap_or_default();
+    let echo = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"text":"hello"}}}"#;
     println!("\nTry:");
-    println!("  curl -si http://{proxy}/mcp -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \\");
-    println!("       -d '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"text\":\"hello\"}}}}}}'");
+    println!("  curl -si http://{proxy}/mcp -H 'content-type: application/json' \\");
+    println!("       -H 'accept: application/json, text/event-stream' -d '{echo}'");
+    println!("  curl -sN http://{proxy}/mcp/sse                # an SSE stream; its first event names the message URL");
     println!(
-        "  curl -s http://{admin}/api/v1/sites            # every site's state, score and latency"
+        "  echo '{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}}' | nc -q1 {} {}   # raw TCP",
+        tcp.ip(),
+        tcp.port()
+    );
+    println!(
+        "  curl -s http://{admin}/api/v1/sites             # every site's state, score and latency"
     );
     println!("  curl -s -XPOST http://{first}/control -d '{{\"mode\":\"hang\"}}'   # make alpha hang; watch it go down");
     println!("  curl -s -XPOST http://{first}/control -d '{{\"mode\":\"ok\"}}'     # and recover");
@@ -135,15 +175,23 @@ pub fn run_site(args: DemoSiteArgs) -> ExitCode {
         Err(e) => return runtime_result(Err(format!("cannot start the runtime: {e}"))),
     };
     let addr = args.http;
+    let tcp = args.tcp;
     let result = runtime.block_on(async move {
         let bound = DemoSite {
             name: args.name,
             http: addr,
+            tcp,
         }
         .bind()
         .await
-        .map_err(|e| format!("cannot listen on {addr} (demo site): {e}"))?;
+        .map_err(|e| match tcp {
+            Some(tcp) => format!("cannot listen on {addr} or {tcp} (demo site): {e}"),
+            None => format!("cannot listen on {addr} (demo site): {e}"),
+        })?;
         println!("demo site listening on {}", bound.local_addr());
+        if let Some(tcp) = bound.local_tcp_addr() {
+            println!("demo site tcp listening on {tcp}");
+        }
         bound
             .serve(async {
                 let _ = tokio::signal::ctrl_c().await;

@@ -139,6 +139,14 @@ fn share(site: &SiteView, class: Class) -> f64 {
     }
 }
 
+/// Whether a site in `state` still serves the sessions and streams it holds.
+pub fn serves_pinned(state: SiteState) -> bool {
+    matches!(
+        state,
+        SiteState::Up | SiteState::Degraded | SiteState::Drained
+    )
+}
+
 /// Chooses the site for a request; `None` when no site can take it.
 pub fn choose(snapshot: &Snapshot, req: &RequestCtx<'_>) -> Option<Choice> {
     if let Some(pinned) = req.pinned {

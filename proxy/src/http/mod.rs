@@ -1,0 +1,524 @@
+//! The HTTP data plane on pingora: HTTP, MCP Streamable HTTP, WebSocket upgrades and SSE.
+//! Routes by path prefix to a site endpoint kind, asks [`steer::choose`] for the site (or
+//! keeps a session on its own site), sets the per-site upstream `Host`, adds
+//! `x-sitesteer-site`, reports every outcome as a passive observation, registers long-lived
+//! connections so they can be closed when their site leaves service, and retries on another
+//! site when that cannot repeat a side effect.
+
+pub mod affinity;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::protocols::Digest;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::{Error, ErrorType};
+use sitesteer_config::EndpointKind;
+use sitesteer_probes::{Failure, HealthHandle, Observation, Snapshot, Source};
+use tokio::time::Instant;
+
+use crate::conns::{self, Closer, Registration, Registry, Transport};
+use crate::mcp;
+use crate::metrics::Metrics;
+use crate::session::SessionCodec;
+use crate::steer::{self, Mode, RequestCtx, Tried};
+use crate::tools::ToolCatalog;
+use affinity::{Affinity, SESSION_HEADER};
+
+/// Response header naming the site that served.
+pub const SITE_HEADER: &str = "x-sitesteer-site";
+/// Largest `tools/list` answer read to learn tool annotations.
+const MAX_TOOLS_ANSWER: usize = 1 << 20;
+/// How far into an SSE stream the `endpoint` event is looked for.
+const MAX_ENDPOINT_SEARCH: usize = 16 * 1024;
+
+/// Everything the HTTP proxy shares across requests.
+pub struct HttpProxy {
+    health: HealthHandle,
+    metrics: Arc<Metrics>,
+    registry: Arc<Registry>,
+    codec: SessionCodec,
+    tools: Arc<ToolCatalog>,
+}
+
+impl HttpProxy {
+    /// A proxy steering by `health`'s snapshots.
+    pub fn new(
+        health: HealthHandle,
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+        codec: SessionCodec,
+        tools: Arc<ToolCatalog>,
+    ) -> Self {
+        Self {
+            health,
+            metrics,
+            registry,
+            codec,
+            tools,
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestState {
+    snapshot: Option<Arc<Snapshot>>,
+    kind: EndpointKind,
+    site: Option<usize>,
+    tried: Tried,
+    random: u64,
+    started: Instant,
+    upstream_started: Option<Instant>,
+    affinity: Option<Affinity>,
+    long_lived: Option<Transport>,
+    registration: Option<Registration>,
+    mcp: Option<Option<(String, Option<String>)>>,
+    safe_to_repeat: Option<bool>,
+    tools_answer: Option<Vec<u8>>,
+    endpoint_search: Option<usize>,
+}
+
+fn failure_of(e: &Error) -> Failure {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            Failure::Timeout
+        }
+        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+            Failure::Connect
+        }
+        ErrorType::HTTPStatus(code) => Failure::Status(*code),
+        _ => Failure::Reset,
+    }
+}
+
+async fn respond_json(session: &mut Session, status: u16, body: &'static [u8]) -> Result<bool> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session
+        .write_response_body(Some(Bytes::from_static(body)), true)
+        .await?;
+    Ok(true)
+}
+
+/// The MCP signal to start a new session.
+const SESSION_GONE: &[u8] = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"session not found: its site is out of service; start a new session"}}"#;
+
+impl HttpProxy {
+    fn report(&self, ctx: &RequestState, outcome: Result<Duration, Failure>) {
+        let (Some(site), Some(snap)) = (ctx.site, ctx.snapshot.as_ref()) else {
+            return;
+        };
+        self.health.reporter().report(Observation {
+            site,
+            generation: snap.generation,
+            source: Source::Passive,
+            outcome,
+            at: Instant::now(),
+            detail: None,
+        });
+    }
+
+    fn site_name(ctx: &RequestState) -> Option<&str> {
+        let snap = ctx.snapshot.as_ref()?;
+        snap.sites.get(ctx.site?).map(|s| s.name.as_str())
+    }
+
+    /// The MCP method (and tool) of a POST, from `Mcp-Method`/`Mcp-Name` or the body.
+    fn mcp_method<'a>(
+        session: &Session,
+        ctx: &'a mut RequestState,
+    ) -> Option<&'a (String, Option<String>)> {
+        if ctx.mcp.is_none() {
+            let req = session.req_header();
+            let header = |name: &str| {
+                req.headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let found = match header("mcp-method") {
+                Some(method) => Some((method, header("mcp-name"))),
+                None if req.method == http::Method::POST => session
+                    .as_ref()
+                    .get_retry_buffer()
+                    .and_then(|b| mcp::method_of(&b)),
+                None => None,
+            };
+            // Only cache once the body is known (the retry buffer fills as the body is read).
+            if found.is_none()
+                && req.method == http::Method::POST
+                && session.as_ref().get_retry_buffer().is_none()
+            {
+                return None;
+            }
+            ctx.mcp = Some(found);
+        }
+        ctx.mcp.as_ref().and_then(Option::as_ref)
+    }
+
+    /// Whether the request may be sent again to another site after bytes reached the first.
+    fn safe_to_repeat(&self, session: &Session, ctx: &mut RequestState) -> bool {
+        if let Some(safe) = ctx.safe_to_repeat {
+            return safe;
+        }
+        let req = session.req_header();
+        let safe = if req.method.is_idempotent() {
+            true
+        } else if req.method == http::Method::POST && !session.as_ref().retry_buffer_truncated() {
+            let site = Self::site_name(ctx).unwrap_or("").to_string();
+            match Self::mcp_method(session, ctx) {
+                Some((method, _)) if mcp::is_safe_method(method) => true,
+                Some((method, Some(tool))) if method == "tools/call" => self
+                    .tools
+                    .hints(&site, tool)
+                    .is_some_and(|h| h.repeatable()),
+                _ => false,
+            }
+        } else {
+            false
+        };
+        ctx.safe_to_repeat = Some(safe);
+        safe
+    }
+
+    /// Marks `e` retryable when the request may go to another site and tries are left.
+    fn decide_retry(&self, ctx: &RequestState, e: &mut Box<Error>, allowed: bool) {
+        let limit = ctx
+            .snapshot
+            .as_ref()
+            .map(|s| s.config.proxy.retries)
+            .unwrap_or(0);
+        let retry = allowed && ctx.tried.len() <= limit && ctx.tried.len() < Tried::CAP;
+        e.set_retry(retry);
+        if retry {
+            if let Some(name) = Self::site_name(ctx) {
+                self.metrics.retries.with_label_values(&[name]).inc();
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HttpProxy {
+    type CTX = RequestState;
+
+    fn new_ctx(&self) -> Self::CTX {
+        RequestState {
+            snapshot: None,
+            kind: EndpointKind::Http,
+            site: None,
+            tried: Tried::default(),
+            random: fastrand::u64(..),
+            started: Instant::now(),
+            upstream_started: None,
+            affinity: None,
+            long_lived: None,
+            registration: None,
+            mcp: None,
+            safe_to_repeat: None,
+            tools_answer: None,
+            endpoint_search: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        let snapshot = self.health.snapshot();
+        let req = session.req_header();
+        let Some(route) = snapshot.config.route_for(req.uri.path()) else {
+            return respond_json(session, 404, br#"{"error":"no route for this path"}"#).await;
+        };
+        ctx.kind = route.endpoint;
+        let is_get = req.method == http::Method::GET;
+        let wants_stream = req
+            .headers
+            .get("accept")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/event-stream") && !a.contains("application/json"));
+        ctx.long_lived = if session.is_upgrade_req() {
+            Some(Transport::Ws)
+        } else if is_get && (ctx.kind == EndpointKind::Sse || wants_stream) {
+            Some(Transport::Sse)
+        } else {
+            None
+        };
+        let affinity = of_request_headers(&self.codec, session.req_header());
+        match affinity {
+            Err(_) => return respond_json(session, 404, SESSION_GONE).await,
+            Ok(Some(a)) => {
+                let alive = snapshot
+                    .sites
+                    .iter()
+                    .find(|s| s.name == a.site())
+                    .is_some_and(|s| steer::serves_pinned(s.state));
+                if !alive {
+                    return respond_json(session, 404, SESSION_GONE).await;
+                }
+                ctx.affinity = Some(a);
+            }
+            Ok(None) => {}
+        }
+        ctx.snapshot = Some(snapshot);
+        if session.req_header().method == http::Method::POST {
+            session.as_mut().enable_retry_buffering();
+        }
+        Ok(false)
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<Box<HttpPeer>> {
+        // A retry sees the newest health state, so it avoids sites that just failed.
+        let snapshot = match (&ctx.snapshot, ctx.tried.is_empty()) {
+            (Some(s), true) => s.clone(),
+            _ => self.health.snapshot(),
+        };
+        let mut req = RequestCtx::new(ctx.kind, ctx.random);
+        req.tried = ctx.tried;
+        if let Some(a) = &ctx.affinity {
+            // A site that left the config loses its sessions.
+            req.pinned = Some(
+                snapshot
+                    .sites
+                    .iter()
+                    .position(|s| s.name == a.site())
+                    .unwrap_or(usize::MAX),
+            );
+        }
+        let Some(choice) = steer::choose(&snapshot, &req) else {
+            if ctx.affinity.is_some() {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(404),
+                    "the session's site is out of service",
+                ));
+            }
+            self.metrics.unroutable.inc();
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                "no site can take this request",
+            ));
+        };
+        if choice.mode == Mode::Panic {
+            self.metrics.panic_decisions.inc();
+        }
+        self.metrics
+            .panic_mode
+            .set(i64::from(choice.mode == Mode::Panic));
+        ctx.site = Some(choice.site);
+        ctx.tried.push(choice.site);
+        let proxy = &snapshot.config.proxy;
+        let mut peer = HttpPeer::new(choice.addr, false, String::new());
+        peer.options.connection_timeout = Some(proxy.connect_timeout);
+        peer.options.total_connection_timeout = Some(proxy.connect_timeout);
+        if ctx.long_lived.is_none() {
+            peer.options.read_timeout = Some(proxy.read_timeout);
+        }
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        ctx.snapshot = Some(snapshot);
+        ctx.upstream_started = Some(Instant::now());
+        Ok(Box::new(peer))
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&Digest>,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(transport), Some(site)) = (ctx.long_lived, Self::site_name(ctx)) {
+            if let Some((local, peer)) = conns::socket_addrs(fd) {
+                let site = site.to_string();
+                ctx.registration = Some(self.registry.register(
+                    &site,
+                    transport,
+                    Closer::Socket { fd, local, peer },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        if let (Some(snap), Some(site)) = (ctx.snapshot.as_ref(), ctx.site) {
+            if let Some(host) = snap.config.sites.get(site).and_then(|s| s.host.as_deref()) {
+                upstream_request.insert_header("host", host)?;
+            }
+        }
+        if let Some(Affinity::Session(bound)) = &ctx.affinity {
+            upstream_request.insert_header(SESSION_HEADER, bound.upstream.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let Some(site) = Self::site_name(ctx).map(str::to_string) else {
+            return Ok(());
+        };
+        upstream_response.insert_header(SITE_HEADER, site.as_str())?;
+        let issued = upstream_response
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|upstream| self.codec.encode(&site, upstream));
+        if let Some(token) = issued {
+            upstream_response.insert_header(SESSION_HEADER, token)?;
+        }
+        let is_stream = upstream_response
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if is_stream
+            && ctx.kind == EndpointKind::Sse
+            && session.req_header().method == http::Method::GET
+        {
+            ctx.endpoint_search = Some(0);
+        }
+        if upstream_response.status.is_success()
+            && Self::mcp_method(session, ctx).is_some_and(|(m, _)| m == "tools/list")
+        {
+            ctx.tools_answer = Some(Vec::new());
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<Duration>> {
+        if let (Some(searched), Some(chunk)) = (ctx.endpoint_search, body.as_ref()) {
+            let site = Self::site_name(ctx).unwrap_or("").to_string();
+            match affinity::rewrite_endpoint_event(&self.codec, &site, chunk) {
+                Some(rewritten) => {
+                    *body = Some(rewritten);
+                    ctx.endpoint_search = None;
+                }
+                None => {
+                    let searched = searched + chunk.len();
+                    ctx.endpoint_search = (searched < MAX_ENDPOINT_SEARCH).then_some(searched);
+                }
+            }
+        }
+        if let Some(buf) = ctx.tools_answer.as_mut() {
+            if let Some(chunk) = body.as_ref() {
+                if buf.len() + chunk.len() <= MAX_TOOLS_ANSWER {
+                    buf.extend_from_slice(chunk);
+                } else {
+                    ctx.tools_answer = None;
+                }
+            }
+            if end_of_stream {
+                if let (Some(buf), Some(site)) = (ctx.tools_answer.take(), Self::site_name(ctx)) {
+                    let learned = self.tools.learn(site, &buf);
+                    tracing::debug!(site, learned, "learned tool annotations");
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Self::CTX,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.report(ctx, Err(failure_of(&e)));
+        self.decide_retry(ctx, &mut e, true);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        if e.esource() == &pingora::ErrorSource::Upstream && ctx.long_lived.is_none() {
+            self.report(ctx, Err(failure_of(&e)));
+            let safe = self.safe_to_repeat(session, ctx);
+            self.decide_retry(ctx, &mut e, safe);
+        } else {
+            e.set_retry(false);
+        }
+        e
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
+        ctx.registration = None;
+        let code = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
+        let site = Self::site_name(ctx).unwrap_or("-").to_string();
+        let transport = match ctx.long_lived {
+            Some(t) => t.as_str(),
+            None => ctx.kind.as_str(),
+        };
+        let mut buf = itoa::Buffer::new();
+        self.metrics
+            .requests
+            .with_label_values(&[site.as_str(), transport, buf.format(code)])
+            .inc();
+        if let Some((method, _)) = Self::mcp_method(session, ctx) {
+            self.metrics
+                .mcp_requests
+                .with_label_values(&[site.as_str(), mcp::method_label(method)])
+                .inc();
+        }
+        if let Some(started) = ctx.upstream_started {
+            if e.is_none() && ctx.long_lived.is_none() && site != "-" {
+                self.metrics
+                    .upstream_latency
+                    .with_label_values(&[site.as_str()])
+                    .observe(started.elapsed().as_secs_f64());
+            }
+        }
+        if e.is_none() && ctx.site.is_some() && ctx.long_lived.is_none() {
+            let outcome = if code >= 500 {
+                Err(Failure::Status(code))
+            } else {
+                Ok(ctx.started.elapsed())
+            };
+            self.report(ctx, outcome);
+        }
+    }
+}
+
+fn of_request_headers(
+    codec: &SessionCodec,
+    req: &RequestHeader,
+) -> std::result::Result<Option<Affinity>, affinity::UnknownSession> {
+    affinity::of_request(
+        codec,
+        req.headers.get(SESSION_HEADER).map(|v| v.as_bytes()),
+        req.uri.query(),
+    )
+}
