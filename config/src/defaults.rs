@@ -70,3 +70,7 @@ pub const CLUSTER_PREFIX: &str = "/sitesteer/";
 pub const CLOSE_GRACE_MS: u64 = 100;
 /// `proxy.session_key_file`, relative to the config file's folder.
 pub const SESSION_KEY_FILE: &str = "sitesteer.session.key";
+/// `webhook.timeout`, milliseconds.
+pub const WEBHOOK_TIMEOUT_MS: u64 = 2000;
+/// `webhook.attempts`.
+pub const WEBHOOK_ATTEMPTS: u32 = 5;

@@ -94,6 +94,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "dns",
     "geo",
     "cluster",
+    "webhook",
 ];
 
 /// Deserializes each section on its own so that errors in one do not hide the others.
@@ -125,6 +126,7 @@ fn read_sections(mut table: toml::Table, p: &mut Problems) -> RawConfig {
         dns: section(take("dns"), "dns", p),
         geo: entries(take("geo"), "geo", p),
         cluster: section(take("cluster"), "cluster", p),
+        webhook: entries(take("webhook"), "webhook", p),
     }
 }
 

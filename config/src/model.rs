@@ -279,6 +279,21 @@ pub struct Cluster {
     pub prefix: String,
 }
 
+/// `[[webhook]]`: where every event is POSTed as JSON.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Webhook {
+    /// The URL as written (`http://IP:PORT/path`).
+    pub url: String,
+    /// The address to connect to.
+    pub addr: SocketAddr,
+    /// Request path (with query).
+    pub path: String,
+    /// Timeout of one delivery attempt. Default 2s.
+    pub timeout: Duration,
+    /// Attempts before an event is given up, with exponential backoff. Default 5.
+    pub attempts: u32,
+}
+
 /// The whole validated configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
@@ -307,6 +322,8 @@ pub struct Config {
     pub geo: Vec<Geo>,
     /// Fleet settings.
     pub cluster: Option<Cluster>,
+    /// Event webhooks.
+    pub webhooks: Vec<Webhook>,
 }
 
 impl Config {

@@ -29,6 +29,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub geo: Vec<RawGeo>,
     pub cluster: Option<RawCluster>,
+    #[serde(default)]
+    pub webhook: Vec<RawWebhook>,
     /// Whether the file has a `site` key at all (entries that fail to read are dropped).
     #[serde(skip)]
     pub site_declared: bool,
@@ -150,4 +152,12 @@ pub struct RawCluster {
     #[serde(default)]
     pub etcd: Vec<String>,
     pub prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhook {
+    pub url: Option<String>,
+    pub timeout: Option<String>,
+    pub attempts: Option<i64>,
 }

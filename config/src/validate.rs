@@ -39,6 +39,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Con
     let dns = raw.dns.as_ref().map(|r| dns(r, p));
     let geo = geo(&raw.geo, p);
     let cluster = raw.cluster.as_ref().map(|r| cluster(r, p));
+    let webhooks = webhooks(&raw.webhook, p);
 
     if let (Some(admin_addr), true) = (listen.as_ref().map(|l| l.admin), admin.token_file.is_none())
     {
@@ -75,6 +76,7 @@ pub fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Con
         dns,
         geo,
         cluster,
+        webhooks,
     })
 }
 
@@ -795,4 +797,53 @@ fn cluster(raw: &RawCluster, p: &mut Problems) -> Cluster {
         etcd: raw.etcd.clone(),
         prefix,
     }
+}
+
+fn webhooks(raw: &[RawWebhook], p: &mut Problems) -> Vec<Webhook> {
+    let mut out = Vec::new();
+    for (i, w) in raw.iter().enumerate() {
+        let path = format!("webhook[{i}]");
+        let Some(url) = w.url.as_deref() else {
+            p.add(format!("{path}.url"), "is required");
+            continue;
+        };
+        let parsed = url.strip_prefix("http://").and_then(|rest| {
+            let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let addr = authority.parse::<SocketAddr>().ok()?;
+            Some((
+                addr,
+                if tail.is_empty() {
+                    "/".to_string()
+                } else {
+                    tail.to_string()
+                },
+            ))
+        });
+        let Some((addr, url_path)) = parsed else {
+            p.add(
+                format!("{path}.url"),
+                format!("expected http://IP:PORT/path such as \"http://127.0.0.1:9000/hook\", got {url:?}"),
+            );
+            continue;
+        };
+        out.push(Webhook {
+            url: url.to_string(),
+            addr,
+            path: url_path,
+            timeout: duration(
+                &w.timeout,
+                Duration::from_millis(d::WEBHOOK_TIMEOUT_MS),
+                &format!("{path}.timeout"),
+                p,
+            ),
+            attempts: int_in(
+                w.attempts,
+                d::WEBHOOK_ATTEMPTS,
+                (1, 100),
+                &format!("{path}.attempts"),
+                p,
+            ),
+        });
+    }
+    out
 }

@@ -84,8 +84,21 @@ impl HealthHandle {
     }
 }
 
+/// Called by the owner with every observation it folds, and the site's name (for metrics
+/// and availability records). Must be cheap: it runs on the owner's task.
+pub type Observer = Arc<dyn Fn(&Observation, &str) + Send + Sync>;
+
 /// Starts the owner and the probes on the current tokio runtime.
 pub fn start(config: Arc<Config>, overrides: Overrides) -> HealthHandle {
+    start_observed(config, overrides, None)
+}
+
+/// [`start`], with an observer of every folded observation.
+pub fn start_observed(
+    config: Arc<Config>,
+    overrides: Overrides,
+    observer: Option<Observer>,
+) -> HealthHandle {
     let now = Instant::now();
     let mut table = HealthTable::new(config, overrides, now);
     let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(now)));
@@ -106,6 +119,7 @@ pub fn start(config: Arc<Config>, overrides: Overrides) -> HealthHandle {
         generation_rx.clone(),
     );
     let owner = Owner {
+        observer,
         table,
         snapshot,
         changes,
@@ -118,6 +132,7 @@ pub fn start(config: Arc<Config>, overrides: Overrides) -> HealthHandle {
 }
 
 struct Owner {
+    observer: Option<Observer>,
     table: HealthTable,
     snapshot: Arc<ArcSwap<Snapshot>>,
     changes: broadcast::Sender<StateChange>,
@@ -156,10 +171,10 @@ impl Owner {
                     }
                 },
                 Some(obs) = observations.recv() => {
-                    let mut changed = self.table.fold(&obs);
+                    let mut changed = self.fold(&obs);
                     for _ in 0..BATCH {
                         match observations.try_recv() {
-                            Ok(obs) => changed |= self.table.fold(&obs),
+                            Ok(obs) => changed |= self.fold(&obs),
                             Err(_) => break,
                         }
                     }
@@ -180,6 +195,17 @@ impl Owner {
                 self.publish();
             }
         }
+    }
+
+    fn fold(&mut self, obs: &Observation) -> bool {
+        if let Some(observer) = &self.observer {
+            if obs.generation == self.table.generation() {
+                if let Some(site) = self.table.config().sites.get(obs.site) {
+                    observer(obs, &site.name);
+                }
+            }
+        }
+        self.table.fold(obs)
     }
 
     fn publish(&mut self) {

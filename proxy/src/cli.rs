@@ -36,6 +36,8 @@ enum Command {
         #[arg(short, long)]
         config: PathBuf,
     },
+    /// Operator client of the admin API.
+    Ctl(crate::ctl::CtlArgs),
     /// Bridge a stdio MCP client (one that launches a command) to the front door.
     Stdio {
         /// The front door's MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
@@ -76,13 +78,18 @@ pub fn main() -> ExitCode {
             }
         },
         Command::Run { config } => match sitesteer_config::load(&config) {
-            Ok(c) => runtime_result(server::run(c, || async { Ok(()) })),
+            Ok(c) => runtime_result(server::run(
+                c,
+                server::Origin { path: Some(config) },
+                || async { Ok(()) },
+            )),
             Err(errors) => {
                 eprintln!("{errors}");
                 ExitCode::from(EXIT_USAGE)
             }
         },
         Command::Demo(args) => demo::run(args),
+        Command::Ctl(args) => crate::ctl::main(args),
         Command::Stdio { url } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

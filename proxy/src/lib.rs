@@ -3,15 +3,22 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod availability;
 pub mod cli;
 pub mod conns;
+pub mod ctl;
 pub mod demo;
+pub mod events;
 pub mod http;
 pub mod mcp;
 pub mod metrics;
+pub mod observe;
+pub mod operator;
 pub mod server;
 pub mod session;
+pub mod state_file;
 pub mod stdio;
 pub mod steer;
 pub mod tcp;
 pub mod tools;
+pub mod webhooks;

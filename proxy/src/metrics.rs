@@ -26,6 +26,19 @@ pub struct Metrics {
     pub panic_mode: IntGauge,
     /// Upstream latency of proxied requests, by site.
     pub upstream_latency: HistogramVec,
+    /// Sites leaving service, by site and kind (`automatic` or `manual`).
+    pub failovers: IntCounterVec,
+    /// Config reloads by result (`ok`, `refused`).
+    pub reloads: IntCounterVec,
+    /// Probe latency by site and probe kind.
+    pub probe_latency: HistogramVec,
+    /// Failed probes by site and reason.
+    pub probe_failures: IntCounterVec,
+    /// Passive observations dropped because the channel was full.
+    pub observations_dropped: IntGauge,
+    /// Webhook deliveries by result (`ok`, `retry`, `failed`, `dropped`).
+    pub webhook_deliveries: IntCounterVec,
+    site_availability_window: GaugeVec,
     site_state: IntGaugeVec,
     site_score: GaugeVec,
     site_weight: IntGaugeVec,
@@ -62,6 +75,13 @@ impl Metrics {
             panic_decisions: build(r, IntCounter::new("sitesteer_panic_decisions_total", "Steering decisions taken in panic mode (no up or degraded site).").expect("valid metric")),
             panic_mode: build(r, IntGauge::new("sitesteer_panic_mode", "1 when no site is up or degraded and traffic spreads over every site not in maintenance.").expect("valid metric")),
             upstream_latency: build(r, HistogramVec::new(HistogramOpts::new("sitesteer_upstream_latency_seconds", "Time from request to upstream response header, by site.").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]), &["site"]).expect("valid metric")),
+            failovers: build(r, IntCounterVec::new(Opts::new("sitesteer_failovers_total", "Sites leaving service (down or manual failover), by site and kind."), &["site", "kind"]).expect("valid metric")),
+            reloads: build(r, IntCounterVec::new(Opts::new("sitesteer_reloads_total", "Config reloads by result."), &["result"]).expect("valid metric")),
+            probe_latency: build(r, HistogramVec::new(HistogramOpts::new("sitesteer_probe_latency_seconds", "Latency of successful probes, by site and probe kind.").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]), &["site", "probe"]).expect("valid metric")),
+            probe_failures: build(r, IntCounterVec::new(Opts::new("sitesteer_probe_failures_total", "Failed probes by site and reason."), &["site", "reason"]).expect("valid metric")),
+            observations_dropped: build(r, IntGauge::new("sitesteer_observations_dropped", "Passive observations dropped because the health owner was behind.").expect("valid metric")),
+            webhook_deliveries: build(r, IntCounterVec::new(Opts::new("sitesteer_webhook_deliveries_total", "Webhook deliveries by result."), &["result"]).expect("valid metric")),
+            site_availability_window: build(r, GaugeVec::new(Opts::new("sitesteer_site_availability_ratio", "Share of successful probes over 5m, 1h and 1d windows (the SLO figure)."), &["site", "window"]).expect("valid metric")),
             site_state: build(r, IntGaugeVec::new(Opts::new("sitesteer_site_state", "1 for the state the site is in."), &["site", "state"]).expect("valid metric")),
             site_score: build(r, GaugeVec::new(Opts::new("sitesteer_site_score", "Site score in [0, 1]."), &["site"]).expect("valid metric")),
             site_weight: build(r, IntGaugeVec::new(Opts::new("sitesteer_site_weight", "Site weight, configured and effective."), &["site", "kind"]).expect("valid metric")),
@@ -70,6 +90,13 @@ impl Metrics {
             snapshot_version: build(r, IntGauge::new("sitesteer_snapshot_version", "Version of the published health snapshot.").expect("valid metric")),
             registry,
         }
+    }
+
+    /// Sets the long-window availability of `site`.
+    pub fn set_availability(&self, site: &str, window: &str, ratio: f64) {
+        self.site_availability_window
+            .with_label_values(&[site, window])
+            .set(ratio);
     }
 
     /// Copies the per-site gauges from a snapshot (called on scrape).
@@ -100,6 +127,25 @@ impl Metrics {
                 .with_label_values(&[s.name.as_str()])
                 .set(s.availability);
         }
+    }
+
+    /// Proxied requests (and TCP connections) per site so far.
+    pub fn requests_by_site(&self) -> std::collections::HashMap<String, u64> {
+        use prometheus::core::Collector;
+        let mut out = std::collections::HashMap::new();
+        for family in self.requests.collect() {
+            for m in family.get_metric() {
+                let site = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "site")
+                    .map(|l| l.value().to_string());
+                if let Some(site) = site {
+                    *out.entry(site).or_insert(0) += m.get_counter().get_value() as u64;
+                }
+            }
+        }
+        out
     }
 
     /// The Prometheus text exposition.

@@ -91,7 +91,7 @@ fn site_ports(args: &DemoArgs, i: usize) -> (u16, u16) {
 
 /// `sitesteer demo`.
 pub fn run(args: DemoArgs) -> ExitCode {
-    let state_dir = std::env::temp_dir().join(format!("sitesteer-demo-{}", args.admin.port()));
+    let state_dir = std::env::temp_dir().join(format!("sitesteer-demo-{}", std::process::id()));
     let text = demo_config_text(&args, &state_dir);
     let config = match sitesteer_config::parse(&text, "<demo>", Path::new(".")) {
         Ok(c) => c,
@@ -113,18 +113,22 @@ pub fn run(args: DemoArgs) -> ExitCode {
         })
         .collect();
     print_banner(&args, &sites);
-    runtime_result(server::run(config, || async move {
-        for site in sites {
-            let addr = site.http;
-            let bound = site.bind().await.map_err(|source| RunError::Bind {
-                addr,
-                what: "demo site",
-                source,
-            })?;
-            tokio::spawn(bound.serve(std::future::pending()));
-        }
-        Ok(())
-    }))
+    runtime_result(server::run(
+        config,
+        server::Origin { path: None },
+        || async move {
+            for site in sites {
+                let addr = site.http;
+                let bound = site.bind().await.map_err(|source| RunError::Bind {
+                    addr,
+                    what: "demo site",
+                    source,
+                })?;
+                tokio::spawn(bound.serve(std::future::pending()));
+            }
+            Ok(())
+        },
+    ))
 }
 
 fn print_banner(args: &DemoArgs, sites: &[DemoSite]) {

@@ -104,7 +104,10 @@ mod tests {
         let token = codec.encode("a", "up-1");
         let affinity = of_request(&codec, Some(token.as_bytes()), None).unwrap();
         assert_eq!(affinity.as_ref().map(Affinity::site), Some("a"));
-        assert_eq!(of_request(&codec, Some(b"forged"), None), Err(UnknownSession));
+        assert_eq!(
+            of_request(&codec, Some(b"forged"), None),
+            Err(UnknownSession)
+        );
         assert_eq!(of_request(&codec, None, Some("x=1")), Ok(None));
 
         let chunk = b"event: endpoint\ndata: /mcp/sse?sessionId=abc\n\n";

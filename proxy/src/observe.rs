@@ -1,0 +1,96 @@
+//! Turns health into what operators watch: probe metrics and long-window availability from
+//! every observation, and events for state changes, failovers, score crossings and panic mode.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sitesteer_probes::{HealthHandle, Observation, Observer, SiteState, Snapshot, Source};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::availability::Availability;
+use crate::events::{EventKind, EventLog, NewEvent};
+use crate::metrics::Metrics;
+
+/// A score below this is worth an event (and above it again).
+pub const SCORE_ALERT: f64 = 0.5;
+/// How often scores and panic mode are checked between state changes.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The observer the health owner calls with every probe and passive observation.
+pub fn observer(metrics: Arc<Metrics>, availability: Arc<Availability>) -> Observer {
+    Arc::new(move |obs: &Observation, site: &str| {
+        let Source::Probe(_) = obs.source else {
+            return;
+        };
+        availability.record(site, obs.outcome.is_ok(), obs.at);
+        match obs.outcome {
+            Ok(latency) => metrics
+                .probe_latency
+                .with_label_values(&[site, "probe"])
+                .observe(latency.as_secs_f64()),
+            Err(failure) => metrics
+                .probe_failures
+                .with_label_values(&[site, failure.as_str()])
+                .inc(),
+        }
+    })
+}
+
+/// Whether a snapshot is in panic mode: no site up or degraded with weight.
+pub fn in_panic(snap: &Snapshot) -> bool {
+    !snap
+        .sites
+        .iter()
+        .any(|s| matches!(s.state, SiteState::Up | SiteState::Degraded) && s.effective_weight > 0)
+}
+
+/// Records state changes, failovers, score crossings and panic mode as events, forever.
+pub async fn watch(health: HealthHandle, events: Arc<EventLog>, metrics: Arc<Metrics>) {
+    let mut changes = health.subscribe();
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    let mut panic = in_panic(&health.snapshot());
+    let mut low_score: HashMap<String, bool> = HashMap::new();
+    loop {
+        tokio::select! {
+            change = changes.recv() => match change {
+                Ok(c) => {
+                    if c.to == SiteState::Down && matches!(c.from, SiteState::Up | SiteState::Degraded) {
+                        metrics.failovers.with_label_values(&[c.site.as_str(), "automatic"]).inc();
+                    }
+                    events.push(NewEvent::new(EventKind::State, "health", c.reason).site(&c.site).change(c.from.as_str(), c.to.as_str()));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    events.push(NewEvent::new(EventKind::System, "health", format!("{n} state changes were too quick to log one by one")));
+                }
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                let snap = health.snapshot();
+                for s in &snap.sites {
+                    let low = s.score < SCORE_ALERT && matches!(s.state, SiteState::Up | SiteState::Degraded);
+                    let was = low_score.insert(s.name.clone(), low).unwrap_or(false);
+                    if low != was {
+                        let (from, to) = if low { ("ok", "low") } else { ("low", "ok") };
+                        events.push(NewEvent::new(EventKind::Score, "health", format!("score {:.2} crossed {SCORE_ALERT}", s.score)).site(&s.name).change(from, to));
+                    }
+                }
+                metrics.observations_dropped.set(health.reporter().dropped() as i64);
+            }
+        }
+        let now_panic = in_panic(&health.snapshot());
+        if now_panic != panic {
+            panic = now_panic;
+            let reason = if panic {
+                "panic mode: no site is up or degraded; traffic spreads over every site not in maintenance"
+            } else {
+                "panic mode over: a site is serving again"
+            };
+            metrics.panic_mode.set(i64::from(panic));
+            events.push(NewEvent::new(EventKind::Panic, "health", reason).change(
+                if panic { "off" } else { "on" },
+                if panic { "on" } else { "off" },
+            ));
+        }
+    }
+}
