@@ -39,8 +39,7 @@ impl Availability {
             start: now,
             buckets: VecDeque::new(),
         });
-        let minute =
-            (now.saturating_duration_since(entry.start).as_secs() / BUCKET.as_secs()) as u64;
+        let minute = now.saturating_duration_since(entry.start).as_secs() / BUCKET.as_secs();
         if entry.buckets.back().map(|(m, _)| *m) != Some(minute) {
             entry.buckets.push_back((minute, Counts::default()));
             while entry.buckets.len() > BUCKETS {

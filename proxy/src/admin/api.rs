@@ -41,9 +41,9 @@ fn op_error(e: OpError) -> Response {
 }
 
 /// Parses a JSON body, answering 400 with serde's words when it does not fit.
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Box<Response>> {
     serde_json::from_slice(bytes)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}")))
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}"))))
 }
 
 fn site_json(s: &AdminState, v: &SiteView, requests: u64) -> Value {
@@ -117,7 +117,7 @@ pub(super) async fn set_weight(
 ) -> Response {
     let b: WeightBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     s.operator
         .set_weight(&name, b.weight, ACTOR)
@@ -152,7 +152,7 @@ pub(super) async fn maintenance(
 ) -> Response {
     let b: MaintenanceBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     s.operator
         .maintenance(&name, b.on, ACTOR)
@@ -170,7 +170,7 @@ struct FailoverBody {
 pub(super) async fn failover(State(s): State<AdminState>, bytes: Bytes) -> Response {
     let b: FailoverBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match s.operator.failover(&b.from, b.to.as_deref(), ACTOR).await {
         Ok(()) => Json(json!({"ok": true, "from": b.from, "to": b.to})).into_response(),
