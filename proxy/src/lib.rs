@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod demo;
 pub mod events;
 pub mod http;
+pub mod incidents;
 pub mod mcp;
 pub mod metrics;
 pub mod observe;

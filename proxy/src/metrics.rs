@@ -18,6 +18,8 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     /// Requests retried on another site, by the site that failed.
     pub retries: IntCounterVec,
+    /// Requests that failed to their clients, by the last site tried.
+    pub failed_requests: IntCounterVec,
     /// Requests that no site could take.
     pub unroutable: IntCounter,
     /// Decisions taken in panic mode.
@@ -71,6 +73,7 @@ impl Metrics {
             mcp_requests: build(r, IntCounterVec::new(Opts::new("sitesteer_mcp_requests_total", "MCP requests by site and JSON-RPC method (other for unknown methods)."), &["site", "method"]).expect("valid metric")),
             open_connections: build(r, IntGaugeVec::new(Opts::new("sitesteer_open_connections", "Open long-lived connections by site and transport."), &["site", "transport"]).expect("valid metric")),
             retries: build(r, IntCounterVec::new(Opts::new("sitesteer_retries_total", "Requests retried on another site, by the site that failed."), &["site"]).expect("valid metric")),
+            failed_requests: build(r, IntCounterVec::new(Opts::new("sitesteer_failed_requests_total", "Requests that failed to their clients, by the last site tried."), &["site"]).expect("valid metric")),
             unroutable: build(r, IntCounter::new("sitesteer_unroutable_requests_total", "Requests that no site could take.").expect("valid metric")),
             panic_decisions: build(r, IntCounter::new("sitesteer_panic_decisions_total", "Steering decisions taken in panic mode (no up or degraded site).").expect("valid metric")),
             panic_mode: build(r, IntGauge::new("sitesteer_panic_mode", "1 when no site is up or degraded and traffic spreads over every site not in maintenance.").expect("valid metric")),

@@ -10,6 +10,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::availability::Availability;
 use crate::events::{EventKind, EventLog, NewEvent};
+use crate::incidents::Incidents;
 use crate::metrics::Metrics;
 
 /// A score below this is worth an event (and above it again).
@@ -18,8 +19,13 @@ pub const SCORE_ALERT: f64 = 0.5;
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The observer the health owner calls with every probe and passive observation.
-pub fn observer(metrics: Arc<Metrics>, availability: Arc<Availability>) -> Observer {
+pub fn observer(
+    metrics: Arc<Metrics>,
+    availability: Arc<Availability>,
+    incidents: Arc<Incidents>,
+) -> Observer {
     Arc::new(move |obs: &Observation, site: &str| {
+        incidents.observe(site, obs.outcome.is_ok(), obs.source == Source::Passive);
         let Source::Probe(_) = obs.source else {
             return;
         };

@@ -86,6 +86,16 @@ impl Operator {
         self.persisted.lock().await.overrides.clone()
     }
 
+    /// Persists the incidents list (called by the incident recorder after each change).
+    pub async fn save_incidents(&self, incidents: Vec<serde_json::Value>) -> Result<(), OpError> {
+        let mut persisted = self.persisted.lock().await;
+        let mut next = persisted.clone();
+        next.incidents = incidents;
+        self.state_file.save(&next)?;
+        *persisted = next;
+        Ok(())
+    }
+
     /// The events log.
     pub fn events(&self) -> &Arc<EventLog> {
         &self.events

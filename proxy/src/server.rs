@@ -19,6 +19,7 @@ use crate::availability::Availability;
 use crate::conns::{self, Registry};
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::http::HttpProxy;
+use crate::incidents::{Incident, Incidents};
 use crate::metrics::Metrics;
 use crate::observe;
 use crate::operator::Operator;
@@ -127,7 +128,14 @@ where
     let metrics = Arc::new(Metrics::new());
     let events = Arc::new(EventLog::new());
     let availability = Arc::new(Availability::default());
-    let observer = observe::observer(metrics.clone(), availability.clone());
+    let restored_incidents: Vec<Incident> = persisted
+        .incidents
+        .iter()
+        .filter_map(|v| serde_json::from_value(v.clone()).ok())
+        .collect();
+    let (persist_tx, mut persist_rx) = tokio::sync::mpsc::channel::<Vec<Incident>>(64);
+    let incidents = Incidents::new(restored_incidents, persist_tx);
+    let observer = observe::observer(metrics.clone(), availability.clone(), incidents.clone());
     let restored = persisted.overrides.clone();
     let health = control.block_on(async {
         sitesteer_probes::start_observed(config.clone(), restored, Some(observer))
@@ -152,6 +160,7 @@ where
         origin.path,
     ));
     let registry = Registry::new(metrics.open_connections.clone());
+    let availability_for_incidents = availability.clone();
     let tools = Arc::new(ToolCatalog::default());
 
     let admin_listener = control
@@ -168,6 +177,7 @@ where
         events: events.clone(),
         registry: registry.clone(),
         availability,
+        incidents: incidents.clone(),
         token,
     };
     control.spawn(async move {
@@ -183,6 +193,29 @@ where
     ));
     control.block_on(async { crate::webhooks::start(&config.webhooks, &events, &metrics) });
     control.spawn(reload_on_sighup(operator.clone()));
+    control.spawn(crate::incidents::watch(
+        incidents.clone(),
+        health.clone(),
+        metrics.clone(),
+        events.clone(),
+        availability_for_incidents,
+    ));
+    let persister = operator.clone();
+    control.spawn(async move {
+        while let Some(mut list) = persist_rx.recv().await {
+            // Only the newest list matters.
+            while let Ok(newer) = persist_rx.try_recv() {
+                list = newer;
+            }
+            let values = list
+                .iter()
+                .filter_map(|i| serde_json::to_value(i).ok())
+                .collect();
+            if let Err(e) = persister.save_incidents(values).await {
+                tracing::warn!(error = %e, "could not persist incidents");
+            }
+        }
+    });
 
     let mut server = pingora_server(&config);
     server.bootstrap();

@@ -96,6 +96,7 @@ impl ServerApp for TcpProxy {
     ) -> Option<Stream> {
         let Some((site, mut upstream)) = self.connect().await else {
             self.metrics.unroutable.inc();
+            self.metrics.failed_requests.with_label_values(&["-"]).inc();
             self.metrics
                 .requests
                 .with_label_values(&["-", "tcp", "0"])

@@ -42,8 +42,12 @@ fn op_error(e: OpError) -> Response {
 
 /// Parses a JSON body, answering 400 with serde's words when it does not fit.
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Box<Response>> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("bad JSON body: {e}"))))
+    serde_json::from_slice(bytes).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("bad JSON body: {e}"),
+        ))
+    })
 }
 
 fn site_json(s: &AdminState, v: &SiteView, requests: u64) -> Value {
@@ -257,4 +261,8 @@ pub(super) async fn metrics(State(s): State<AdminState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+pub(super) async fn incidents(State(s): State<AdminState>) -> Response {
+    Json(json!({"incidents": s.incidents.list()})).into_response()
 }

@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 use crate::availability::Availability;
 use crate::conns::Registry;
 use crate::events::EventLog;
+use crate::incidents::Incidents;
 use crate::metrics::Metrics;
 use crate::operator::Operator;
 
@@ -41,6 +42,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     /// Long-window availability.
     pub availability: Arc<Availability>,
+    /// Measured failovers.
+    pub incidents: Arc<Incidents>,
     /// The bearer token writes need, when configured.
     pub token: Option<Arc<str>>,
 }
@@ -67,6 +70,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/stream", get(api::event_stream))
         .route("/api/v1/reload", post(api::reload))
+        .route("/api/v1/incidents", get(api::incidents))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -493,6 +493,12 @@ impl ProxyHttp for HttpProxy {
                 .with_label_values(&[site.as_str(), mcp::method_label(method)])
                 .inc();
         }
+        if e.is_some() && code != 404 {
+            self.metrics
+                .failed_requests
+                .with_label_values(&[site.as_str()])
+                .inc();
+        }
         if let Some(started) = ctx.upstream_started {
             if e.is_none() && ctx.long_lived.is_none() && site != "-" {
                 self.metrics
