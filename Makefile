@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 APT_PACKAGES := cmake
 
-.PHONY: demo test deps build lint bench failover-bench clean
+.PHONY: demo test deps venv build lint bench failover-bench clean
 
 ## Install what the build needs and is missing (cmake for pingora).
 deps:
@@ -22,8 +22,20 @@ build: deps
 demo: build
 	./target/release/sitesteer demo
 
+## The Python venv of real MCP clients and servers the end-to-end tests drive (pinned).
+VENV := build/venv
+VENV_PACKAGES := "mcp==1.26.0" "websockets==15.0.1"
+venv:
+	@if $(VENV)/bin/python -c "import mcp, websockets" 2>/dev/null; then \
+	  echo "$(VENV) is ready"; \
+	else \
+	  command -v python3 >/dev/null || { echo "python3 is missing: install python3 and python3-venv"; exit 1; }; \
+	  python3 -m venv $(VENV) || { echo "cannot create $(VENV): install python3-venv"; exit 1; }; \
+	  $(VENV)/bin/pip install -q $(VENV_PACKAGES); \
+	fi
+
 ## The whole test suite: unit, property and end-to-end tests.
-test: deps
+test: deps venv
 	$(CARGO) build -p sitesteer
 	$(CARGO) test --workspace --no-fail-fast
 

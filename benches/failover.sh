@@ -9,7 +9,8 @@
 #   bash benches/failover.sh
 #
 # Knobs (environment): ROUNDS (3), CONNECTIONS (16), RATE (2000 requests/s in total),
-# DURATION (4 s), KILL_AFTER (2 s), PROXIES ("sitesteer haproxy haproxy-tuned").
+# DURATION (4 s), KILL_AFTER (2 s), PROXIES ("sitesteer haproxy haproxy-tuned"),
+# SKIP_BUILD=1 to use the binaries already in target/release.
 # Everything listens on 127.0.0.1 only. Results: target/bench/failover-*.json; the Markdown
 # table goes to stdout, progress to stderr.
 set -euo pipefail
@@ -58,15 +59,19 @@ if ((${#missing[@]})); then
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 fi
 
-log "building release binaries"
-(cd "$ROOT" && cargo build --release -q -p sitesteer -p sitesteer-benches) >&2
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "building release binaries"
+    (cd "$ROOT" && cargo build --release -q -p sitesteer -p sitesteer-benches) >&2
+fi
 mkdir -p "$OUT"
-rm -f "$OUT"/failover-*.json
+rm -f "$OUT"/failover-*
 
 # --- helpers -----------------------------------------------------------------------------
 NEXT_PORT=$((20000 + RANDOM % 30000))
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Prints a free loopback port, never the same twice in one run.
+# Sets PORT to a free loopback port, never the same twice in one run. (Not via $(...): a
+# subshell would lose the counter.)
+PORT=0
 free_port() {
     local tries=0
     while port_in_use "$NEXT_PORT"; do
@@ -74,7 +79,7 @@ free_port() {
         tries=$((tries + 1))
         ((tries < 200)) || { log "no free port"; exit 1; }
     done
-    echo "$NEXT_PORT"
+    PORT=$NEXT_PORT
     NEXT_PORT=$((NEXT_PORT + 1))
 }
 
@@ -150,7 +155,7 @@ http = "127.0.0.1:$6"
 EOF
 }
 
-haproxy_config() { # dir variant proxy_port p1 p2 p3
+haproxy_config() { # dir variant proxy_port p1 p2 p3 stats_port
     local dir=$1 variant=$2 redispatch="option redispatch" extra=""
     if [ "$variant" = haproxy-tuned ]; then
         # Beyond the requested config: redispatch on every retry (not only the last), and
@@ -179,6 +184,11 @@ frontend fe
     bind 127.0.0.1:$3
     default_backend be
 
+frontend stats
+    bind 127.0.0.1:$7
+    stats enable
+    stats uri /stats
+
 backend be
     balance roundrobin
     option httpchk GET /health
@@ -195,7 +205,11 @@ scenario() { # proxy round
     local proxy=$1 round=$2 dir="$TMP/$1-$2"
     mkdir -p "$dir"
     local p1 p2 p3 pp pa
-    p1=$(free_port); p2=$(free_port); p3=$(free_port); pp=$(free_port); pa=$(free_port)
+    free_port; p1=$PORT
+    free_port; p2=$PORT
+    free_port; p3=$PORT
+    free_port; pp=$PORT
+    free_port; pa=$PORT
     local site_pids=() ports=("$p1" "$p2" "$p3") names=(a b c) i
     for i in 0 1 2; do
         "$BIN" demo-site --name "${names[$i]}" --http "127.0.0.1:${ports[$i]}" \
@@ -213,7 +227,7 @@ scenario() { # proxy round
         proxy_pid=$!
         ;;
     haproxy | haproxy-tuned)
-        haproxy_config "$dir" "$proxy" "$pp" "$p1" "$p2" "$p3"
+        haproxy_config "$dir" "$proxy" "$pp" "$p1" "$p2" "$p3" "$pa"
         "$HAPROXY" -c -q -f "$dir/haproxy.cfg" >&2
         "$HAPROXY" -db -f "$dir/haproxy.cfg" >"$dir/proxy.log" 2>&1 &
         proxy_pid=$!
@@ -227,10 +241,35 @@ scenario() { # proxy round
     fi
 
     local out="$OUT/failover-$proxy-$round.json"
-    "$LOADGEN" --url "http://127.0.0.1:$pp/" --connections "$CONNECTIONS" --rate "$RATE" \
-        --duration "$DURATION" --kill-after "$KILL_AFTER" --kill-pid "${site_pids[0]}" \
-        --killed-site a --label "$proxy" --out "$out" >/dev/null
-    log "$proxy round $round: $(jq -c '{shift_ms, failed, failed_after_kill, total, p99_ms, max_first_second_after_kill_ms}' "$out")"
+    # (stderr to a file: it also catches bash's "Killed" notice for the site loadgen kills.)
+    {
+        "$LOADGEN" --url "http://127.0.0.1:$pp/" --connections "$CONNECTIONS" --rate "$RATE" \
+            --duration "$DURATION" --kill-after "$KILL_AFTER" --kill-pid "${site_pids[0]}" \
+            --killed-site a --label "$proxy" --out "$out" >/dev/null
+        wait "${site_pids[0]}" || true
+    } 2>"$dir/loadgen.err"
+    grep -v 'Killed' "$dir/loadgen.err" >&2 || true
+    [ -s "$out" ] || { log "loadgen wrote no results"; exit 1; }
+    # Upstream attempts that failed on the dead site and were retried elsewhere:
+    # sitesteer_retries_total{site="a"}; HAProxy's wretr + wredis (retries, redispatches) of
+    # server a (its econ stays 0 when the attempt is redispatched).
+    local stats dead=null
+    case $proxy in
+    sitesteer)
+        if stats=$(curl -fs --max-time 2 "http://127.0.0.1:$pa/metrics"); then
+            dead=$(awk '/^sitesteer_retries_total\{site="a"\}/ {n += $2} END {print n + 0}' <<<"$stats")
+        fi
+        ;;
+    *)
+        if stats=$(curl -fs --max-time 2 "http://127.0.0.1:$pa/stats;csv"); then
+            dead=$(awk -F, '$1 == "be" && $2 == "a" {print $16 + $17}' <<<"$stats")
+            echo "$stats" >"$OUT/failover-$proxy-$round.stats.csv"
+        fi
+        ;;
+    esac
+    jq --argjson d "${dead:-null}" '. + {dead_site_failed_attempts: $d}' "$out" >"$out.tmp" &&
+        mv "$out.tmp" "$out"
+    log "$proxy round $round: $(jq -c '{shift_ms, failed, failed_after_kill, total, dead_site_failed_attempts, p99_ms, max_first_second_after_kill_ms}' "$out")"
 
     stop_pid "$proxy_pid"
     for i in 0 1 2; do stop_pid "${site_pids[$i]}"; done
@@ -264,11 +303,11 @@ jq -rs --arg proxies "$PROXIES" --argjson rate "$RATE" --argjson conns "$CONNECT
         shift: ($by[.] | map(.shift_ms) | med_shift),
         failed: ($by[.] | map(.failed) | median),
         rounds: ($by[.] | sort_by(.label) ) }}) | from_entries) as $m
-  | "| proxy | median shift_ms | median failed | per round: shift_ms / failed / p99 ms first second after kill |",
-    "|---|---|---|---|",
+  | "| proxy | median shift_ms | median failed requests | median attempts on the dead site, retried elsewhere | per round: shift_ms / failed / retried attempts / p99 ms in the second after the kill |",
+    "|---|---|---|---|---|",
     ($names[] as $n
-      | "| \($n) | \($m[$n].shift | fmt) | \($m[$n].failed | fmt) | "
-        + ([$by[$n][] | "\(.shift_ms | fmt) / \(.failed) / \(.p99_first_second_after_kill_ms | fmt)"] | join(", "))
+      | "| \($n) | \($m[$n].shift | fmt) | \($m[$n].failed | fmt) | \($by[$n] | map(.dead_site_failed_attempts) | map(select(. != null)) | median | fmt) | "
+        + ([$by[$n][] | "\(.shift_ms | fmt) / \(.failed) / \(.dead_site_failed_attempts | fmt) / \(.p99_first_second_after_kill_ms | fmt)"] | join(", "))
         + " |"),
     "",
     "\($conns) keep-alive connections, \($rate) GET / per second in total, one of three sites killed (kill -9) mid-run; \($by[$names[0]] | length) rounds.",
@@ -279,6 +318,8 @@ jq -rs --arg proxies "$PROXIES" --argjson rate "$RATE" --argjson conns "$CONNECT
              then " (\($m[$n].shift / $m["sitesteer"].shift | fmt)x)" else "" end)
           + "; failed \($m["sitesteer"].failed | fmt) vs \($m[$n].failed | fmt)"
           + (if ($m["sitesteer"].failed | type) == "number" and ($m[$n].failed | type) == "number" and $m["sitesteer"].failed > 0
-             then " (\($m[$n].failed / $m["sitesteer"].failed | fmt)x)" else "" end) + ".")
+             then " (\($m[$n].failed / $m["sitesteer"].failed | fmt)x)" else "" end)
+          + "; attempts on the dead site \($by["sitesteer"] | map(.dead_site_failed_attempts) | map(select(. != null)) | median | fmt)"
+          + " vs \($by[$n] | map(.dead_site_failed_attempts) | map(select(. != null)) | median | fmt).")
      else empty end)
 ' "$OUT"/failover-*-[0-9]*.json

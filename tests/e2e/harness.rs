@@ -334,3 +334,31 @@ pub fn site_tables(sites: &[(&str, u8, SocketAddr)]) -> String {
         .map(|(name, tier, addr)| format!("[[site]]\nname = \"{name}\"\ntier = {tier}\n[site.endpoints]\nhttp = \"{addr}\"\n\n"))
         .collect()
 }
+
+impl DemoSite {
+    /// Starts a demo site that also serves newline JSON-RPC on `tcp_port`, and waits until
+    /// both listeners answer.
+    pub async fn start_with_tcp(name: &str, port: u16, tcp_port: u16) -> Self {
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let tcp = SocketAddr::from(([127, 0, 0, 1], tcp_port));
+        let child = Command::new(binary())
+            .args(["demo-site", "--name", name, "--http", &addr.to_string()])
+            .args(["--tcp", &tcp.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn demo site");
+        let site = Self {
+            name: name.to_string(),
+            addr,
+            proc: Proc { child },
+        };
+        wait_until(Duration::from_secs(10), || async {
+            get(addr, "/health").await.is_ok_and(|r| r.status == 200)
+                && TcpStream::connect(tcp).await.is_ok()
+        })
+        .await
+        .unwrap_or_else(|| panic!("demo site {name} (with tcp) did not start"));
+        site
+    }
+}
