@@ -74,3 +74,5 @@ pub const SESSION_KEY_FILE: &str = "sitesteer.session.key";
 pub const WEBHOOK_TIMEOUT_MS: u64 = 2000;
 /// `webhook.attempts`.
 pub const WEBHOOK_ATTEMPTS: u32 = 5;
+/// Most `[[site]]` entries (steering tracks tried sites in a fixed bitset of this size).
+pub const MAX_SITES: usize = 256;

@@ -240,6 +240,9 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn sites(raw: &[RawSite], global: &Objectives, p: &mut Problems) -> Vec<Site> {
+    if raw.len() > d::MAX_SITES {
+        p.add("site", format!("at most {} sites are supported, got {}", d::MAX_SITES, raw.len()));
+    }
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
     for (i, s) in raw.iter().enumerate() {

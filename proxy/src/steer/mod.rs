@@ -18,28 +18,30 @@ use std::net::SocketAddr;
 use sitesteer_config::EndpointKind;
 use sitesteer_probes::{SiteState, SiteView, Snapshot};
 
-/// Sites already tried for one request (small, fixed, no allocation).
+/// Sites already tried for one request: a fixed bitset, no allocation. Site ids at or
+/// above [`Tried::CAP`] cannot be marked (the config allows at most that many sites).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Tried {
-    ids: [usize; Tried::CAP],
+    bits: [u64; Tried::WORDS],
     len: usize,
 }
 
 impl Tried {
-    /// At most this many are remembered.
-    pub const CAP: usize = 8;
+    const WORDS: usize = 4;
+    /// Site ids below this can be marked.
+    pub const CAP: usize = Self::WORDS * 64;
 
-    /// Remembers `site` (ignored once full).
+    /// Marks `site` as tried.
     pub fn push(&mut self, site: usize) {
-        if self.len < Self::CAP {
-            self.ids[self.len] = site;
+        if site < Self::CAP && !self.contains(site) {
+            self.bits[site / 64] |= 1 << (site % 64);
             self.len += 1;
         }
     }
 
     /// Whether `site` was tried.
     pub fn contains(&self, site: usize) -> bool {
-        self.ids[..self.len].contains(&site)
+        site < Self::CAP && self.bits[site / 64] & (1 << (site % 64)) != 0
     }
 
     /// How many were tried.
