@@ -1,13 +1,13 @@
 # sitesteer: `make demo` and `make test` work on a fresh Debian machine.
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := cmake
+APT_PACKAGES := cmake etcd-server etcd-client dnsutils
 
 .PHONY: demo test deps venv build lint bench failover-bench clean
 
-## Install what the build needs and is missing (cmake for pingora).
+## Install what the build needs and is missing (cmake for pingora, etcd for the fleet tests).
 deps:
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -33,6 +33,24 @@ venv:
 	  python3 -m venv $(VENV) || { echo "cannot create $(VENV): install python3-venv"; exit 1; }; \
 	  $(VENV)/bin/pip install -q $(VENV_PACKAGES); \
 	fi
+
+## Headless Chromium (Debian's) and the pinned playwright-core the status-page test drives.
+.PHONY: browser
+BROWSER_DIR := tests/browser
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium is installed"; else \
+	  echo "installing chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium \
+	  || { $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; }; \
+	fi
+	@command -v node >/dev/null && command -v npm >/dev/null || { echo "node and npm are missing: install Node.js 20 or newer (apt-get install nodejs npm)"; exit 1; }
+	@if cmp -s $(BROWSER_DIR)/package-lock.json $(BROWSER_DIR)/node_modules/.installed-lock.json; then \
+	  echo "$(BROWSER_DIR)/node_modules is ready"; \
+	else \
+	  cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error && cp package-lock.json node_modules/.installed-lock.json; \
+	fi
+test: browser
 
 ## The whole test suite: unit, property and end-to-end tests.
 test: deps venv

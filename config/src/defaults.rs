@@ -64,8 +64,22 @@ pub const RETRY_BUFFER_BYTES: usize = 64 * 1024;
 pub const DRAIN_TIMEOUT_S: u64 = 30;
 /// `dns.ttl`, seconds.
 pub const DNS_TTL: u32 = 5;
+/// `dns.min_ttl`, seconds.
+pub const DNS_MIN_TTL: u32 = 1;
+/// `dns.soa.mname`, prefixed to the zone.
+pub const DNS_SOA_MNAME: &str = "ns1";
+/// `dns.soa.rname`, prefixed to the zone.
+pub const DNS_SOA_RNAME: &str = "hostmaster";
+/// `dns.soa.refresh`, seconds.
+pub const DNS_SOA_REFRESH: u32 = 3600;
+/// `dns.soa.retry`, seconds.
+pub const DNS_SOA_RETRY: u32 = 600;
+/// `dns.soa.expire`, seconds.
+pub const DNS_SOA_EXPIRE: u32 = 86_400;
 /// `cluster.prefix`.
 pub const CLUSTER_PREFIX: &str = "/sitesteer/";
+/// `cluster.lease_ttl`, seconds.
+pub const CLUSTER_LEASE_TTL_S: u64 = 5;
 /// `proxy.close_grace`, milliseconds.
 pub const CLOSE_GRACE_MS: u64 = 100;
 /// `proxy.session_key_file`, relative to the config file's folder.
@@ -76,3 +90,32 @@ pub const WEBHOOK_TIMEOUT_MS: u64 = 2000;
 pub const WEBHOOK_ATTEMPTS: u32 = 5;
 /// Most `[[site]]` entries (steering tracks tried sites in a fixed bitset of this size).
 pub const MAX_SITES: usize = 256;
+/// `drill.duration`, seconds.
+pub const DRILL_DURATION_S: u64 = 9;
+/// `drill.rate`, requests per second.
+pub const DRILL_RATE: u32 = 50;
+/// `limits.max_connections`: open connections per listener (HTTP and TCP each).
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// `limits.max_request_line`, bytes (method, target and version).
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+/// `limits.max_header_bytes`: the whole request head (request line and headers), bytes.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Largest `limits.max_header_bytes`: pingora refuses larger heads itself (its fixed
+/// `MAX_HEADER_SIZE`).
+pub const PINGORA_MAX_HEADER_BYTES: usize = 1_048_575;
+/// `limits.max_headers`: header fields in one request.
+pub const MAX_HEADERS: usize = 100;
+/// Largest `limits.max_headers`: pingora parses at most 256 (its fixed `MAX_HEADERS`).
+pub const PINGORA_MAX_HEADERS: usize = 256;
+/// `limits.max_body_bytes`: one request body, bytes.
+pub const MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// `limits.header_timeout`, milliseconds: from a request's first byte (a connection's
+/// accept, for its first request) to the end of its head.
+pub const HEADER_TIMEOUT_MS: u64 = 10_000;
+/// `limits.body_timeout`, milliseconds: the longest pause between two reads of a body.
+pub const BODY_TIMEOUT_MS: u64 = 30_000;
+/// `limits.keepalive_timeout`, milliseconds: how long an idle connection waits for its
+/// next request.
+pub const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+/// `proxy.upgrade_sock`, beside the state file.
+pub const UPGRADE_SOCK: &str = "sitesteer.upgrade.sock";

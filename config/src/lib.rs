@@ -7,6 +7,7 @@
 //! duration.
 #![forbid(unsafe_code)]
 
+pub mod cron;
 mod defaults;
 mod duration;
 mod error;
@@ -95,6 +96,10 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "geo",
     "cluster",
     "webhook",
+    "tier",
+    "drill",
+    "tls",
+    "limits",
 ];
 
 /// Deserializes each section on its own so that errors in one do not hide the others.
@@ -127,6 +132,10 @@ fn read_sections(mut table: toml::Table, p: &mut Problems) -> RawConfig {
         geo: entries(take("geo"), "geo", p),
         cluster: section(take("cluster"), "cluster", p),
         webhook: entries(take("webhook"), "webhook", p),
+        tier: entries(take("tier"), "tier", p),
+        drill: entries(take("drill"), "drill", p),
+        tls: section(take("tls"), "tls", p),
+        limits: section(take("limits"), "limits", p),
     }
 }
 
@@ -192,3 +201,5 @@ fn deserialize<T: DeserializeOwned>(value: toml::Value, path: &str, p: &mut Prob
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_tls;

@@ -6,6 +6,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::defaults as d;
+
 /// The kinds of endpoint a site serves, one per transport.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EndpointKind {
@@ -129,6 +131,72 @@ pub struct Site {
     pub endpoints: Endpoints,
     /// Objectives for this site; default: the global `[objectives]`.
     pub objectives: Objectives,
+    /// `[site.tls]`: the site's endpoints speak TLS. Default: plain TCP.
+    pub tls: Option<SiteTls>,
+}
+
+impl Site {
+    /// The TLS server name (SNI, and the name the certificate must carry) for `addr`, one
+    /// of this site's endpoints: `tls.sni`, else `host` without its port, else the
+    /// endpoint's IP. `None` when the site does not speak TLS.
+    pub fn tls_server_name(&self, addr: SocketAddr) -> Option<String> {
+        let tls = self.tls.as_ref()?;
+        if let Some(sni) = &tls.sni {
+            return Some(sni.clone());
+        }
+        if let Some(host) = &self.host {
+            return Some(host_without_port(host).to_string());
+        }
+        Some(addr.ip().to_string())
+    }
+}
+
+/// `host` of a `Host` header value without its port (and without the brackets of an IPv6
+/// literal).
+pub fn host_without_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            name
+        }
+        _ => host,
+    }
+}
+
+/// `[site.tls]`: how sitesteer speaks TLS to a site (probes, HTTP, WebSocket, SSE and TCP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteTls {
+    /// Server name sent as SNI and checked against the certificate. Default: the site's
+    /// `host` without its port, else the endpoint's IP.
+    pub sni: Option<String>,
+    /// CA bundle (PEM) the site's certificate must chain to: `[site.tls] ca_file`, else
+    /// `[tls] ca_file`.
+    pub ca_file: PathBuf,
+}
+
+/// `[tls]`: the listeners' certificate and the default CA for upstream sites.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Tls {
+    /// The certificate the listeners present; `None` means they speak plain TCP.
+    pub listener: Option<ListenerTls>,
+    /// Default CA bundle (PEM) for sites with `[site.tls]` and no `ca_file` of their own.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// TLS termination on the listeners: TLS 1.2 and 1.3 only, the certificate and key read
+/// again on every config reload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// Certificate chain (PEM), leaf first.
+    pub cert_file: PathBuf,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of the leaf certificate.
+    pub key_file: PathBuf,
+    /// Whether `listen.http` speaks TLS. Default true.
+    pub http: bool,
+    /// Whether `listen.tcp` speaks TLS. Default true.
+    pub tcp: bool,
 }
 
 /// HTTP routing: a path prefix goes to an endpoint kind.
@@ -248,6 +316,53 @@ pub struct ProxySettings {
     /// instances). Created with a random key when missing. Default `sitesteer.session.key`
     /// beside the config file; every instance of a fleet needs the same file.
     pub session_key_file: PathBuf,
+    /// Unix socket through which a new process (`sitesteer run --upgrade`) takes over the
+    /// listening sockets of the running one on `SIGQUIT`. Both must use the same path.
+    /// Default `sitesteer.upgrade.sock` beside the state file.
+    pub upgrade_sock: PathBuf,
+}
+
+/// `[limits]`: what one client may send and hold open. Every limit answers with a clear
+/// error (a status code, a JSON-RPC error line, or a close) and leaves the proxy serving.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections per listener (HTTP and TCP each); the excess is refused at once
+    /// (`503` on HTTP, a JSON-RPC error line on TCP). Default 10000.
+    pub max_connections: usize,
+    /// Longest request line (method, target, version), bytes; longer is `414`. Default 8 KiB.
+    pub max_request_line: usize,
+    /// Largest request head (request line and headers), bytes; larger is `431`. Default
+    /// 64 KiB, at most 1048575 (pingora's own limit).
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more is `431`. Default 100, at most 256
+    /// (pingora's own limit).
+    pub max_headers: usize,
+    /// Largest request body, bytes; larger is `413`. Default 10 MiB.
+    pub max_body_bytes: u64,
+    /// From a request's first byte (a connection's accept, for its first request) to the
+    /// end of its head; slower is `408` and a close. Default 10s.
+    pub header_timeout: Duration,
+    /// Longest pause between two reads of a request body; longer ends the request
+    /// (`408` when nothing was answered yet). Default 30s.
+    pub body_timeout: Duration,
+    /// How long an idle connection waits for its next request before it is closed.
+    /// Default 60s.
+    pub keepalive_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: d::MAX_CONNECTIONS,
+            max_request_line: d::MAX_REQUEST_LINE,
+            max_header_bytes: d::MAX_HEADER_BYTES,
+            max_headers: d::MAX_HEADERS,
+            max_body_bytes: d::MAX_BODY_BYTES,
+            header_timeout: Duration::from_millis(d::HEADER_TIMEOUT_MS),
+            body_timeout: Duration::from_millis(d::BODY_TIMEOUT_MS),
+            keepalive_timeout: Duration::from_millis(d::KEEPALIVE_TIMEOUT_MS),
+        }
+    }
 }
 
 /// `[dns]`: the authoritative zone.
@@ -255,10 +370,51 @@ pub struct ProxySettings {
 pub struct Dns {
     /// Zone apex, fully qualified with a trailing dot.
     pub zone: String,
-    /// TTL of answers, seconds. Default 5.
+    /// TTL of answers, seconds: the upper bound. Default 5.
     pub ttl: u32,
-    /// Names served, relative to the zone.
+    /// Lowest TTL when the TTL is lowered toward the next possible state change. Default 1;
+    /// set it equal to `ttl` for a fixed TTL.
+    pub min_ttl: u32,
+    /// Names served, relative to the zone (`@` is the apex).
     pub names: Vec<String>,
+    /// NS names of the zone, fully qualified. Default: the SOA `mname`.
+    pub ns: Vec<String>,
+    /// The zone's SOA record.
+    pub soa: Soa,
+    /// Optional MaxMind-format database that maps client networks to regions.
+    pub geoip: Option<GeoIp>,
+}
+
+/// `[dns.soa]`: the SOA record at the apex.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Soa {
+    /// Primary name server, fully qualified. Default `ns1.<zone>`.
+    pub mname: String,
+    /// Mailbox of the zone's operator as a name, fully qualified. Default `hostmaster.<zone>`.
+    pub rname: String,
+    /// Serial; `None` means the time the zone was loaded, in seconds since the Unix epoch.
+    pub serial: Option<u32>,
+    /// Seconds. Default 3600.
+    pub refresh: u32,
+    /// Seconds. Default 600.
+    pub retry: u32,
+    /// Seconds. Default 86400.
+    pub expire: u32,
+    /// TTL of negative answers (NXDOMAIN, NODATA), seconds. Default: `ttl`.
+    pub minimum: u32,
+}
+
+/// `[dns.geoip]`: a MaxMind-format database (GeoLite2/GeoIP2 Country or City) and how its
+/// codes map to regions. `[[geo]]` entries win over it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GeoIp {
+    /// The `.mmdb` file.
+    pub db: PathBuf,
+    /// ISO 3166 country code (`country.iso_code`, upper case) to region.
+    pub countries: std::collections::BTreeMap<String, String>,
+    /// Continent code (`continent.code`, upper case) to region; used when the country has
+    /// no entry.
+    pub continents: std::collections::BTreeMap<String, String>,
 }
 
 /// `[[geo]]`: a client network and its region.
@@ -273,10 +429,68 @@ pub struct Geo {
 /// `[cluster]`: shared operator state through etcd.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cluster {
-    /// etcd endpoints (URLs).
+    /// etcd endpoints (URLs, `http://` or `https://`).
     pub etcd: Vec<String>,
-    /// Key prefix. Default `/sitesteer/`.
+    /// Key prefix, always ending in `/`. Default `/sitesteer/`.
     pub prefix: String,
+    /// CA bundle (PEM) that signs the etcd servers' certificates; required for `https://`.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; set together with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// etcd user, when etcd has authentication enabled; needs `password_file`.
+    pub username: Option<String>,
+    /// File holding the etcd user's password.
+    pub password_file: Option<PathBuf>,
+    /// TTL of the lease under which this instance publishes its view. Default 5s.
+    pub lease_ttl: Duration,
+    /// This instance's name in the fleet. Default: the host name and the admin port.
+    pub instance: Option<String>,
+}
+
+/// How a drill takes its site out, always through sitesteer (never by touching the site).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DrillMode {
+    /// The site goes into maintenance.
+    Maintenance,
+    /// sitesteer's probes of the site fail.
+    KillProbe,
+    /// sitesteer treats the site as unreachable (probes and connects fail).
+    Blackhole,
+}
+
+impl DrillMode {
+    /// The config and CLI name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Maintenance => "maintenance",
+            Self::KillProbe => "kill-probe",
+            Self::Blackhole => "blackhole",
+        }
+    }
+
+    /// Parses a config or CLI name.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Maintenance, Self::KillProbe, Self::Blackhole]
+            .into_iter()
+            .find(|m| m.as_str() == text)
+    }
+}
+
+/// `[[drill]]`: a failover drill run by sitesteer itself on a schedule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Drill {
+    /// The site taken out.
+    pub site: String,
+    /// When, in UTC (five cron fields).
+    pub schedule: crate::cron::Schedule,
+    /// How the site is taken out. Default maintenance.
+    pub mode: DrillMode,
+    /// Whole drill duration (a third before the fault, a third out, a third after). Default 9s.
+    pub duration: Duration,
+    /// Synthetic MCP requests per second during the drill. Default 50.
+    pub rate: u32,
 }
 
 /// `[[webhook]]`: where every event is POSTed as JSON.
@@ -324,6 +538,12 @@ pub struct Config {
     pub cluster: Option<Cluster>,
     /// Event webhooks.
     pub webhooks: Vec<Webhook>,
+    /// Scheduled drills.
+    pub drills: Vec<Drill>,
+    /// What one client may send and hold (sizes, timeouts, connections).
+    pub limits: Limits,
+    /// TLS of the listeners and the default CA of upstream sites.
+    pub tls: Tls,
 }
 
 impl Config {

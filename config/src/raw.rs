@@ -31,6 +31,13 @@ pub struct RawConfig {
     pub cluster: Option<RawCluster>,
     #[serde(default)]
     pub webhook: Vec<RawWebhook>,
+    #[serde(default)]
+    pub tier: Vec<RawTier>,
+    #[serde(default)]
+    pub drill: Vec<RawDrill>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    pub tls: Option<RawTls>,
     /// Whether the file has a `site` key at all (entries that fail to read are dropped).
     #[serde(skip)]
     pub site_declared: bool,
@@ -63,6 +70,7 @@ pub struct RawSite {
     #[serde(default)]
     pub endpoints: RawEndpoints,
     pub objectives: Option<RawObjectives>,
+    pub tls: Option<RawSiteTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -120,6 +128,7 @@ pub struct RawProxy {
     pub drain_timeout: Option<String>,
     pub close_grace: Option<String>,
     pub session_key_file: Option<String>,
+    pub upgrade_sock: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -135,8 +144,35 @@ pub struct RawObjectives {
 pub struct RawDns {
     pub zone: Option<String>,
     pub ttl: Option<i64>,
+    pub min_ttl: Option<i64>,
     #[serde(default)]
     pub names: Vec<String>,
+    pub ns: Option<Vec<String>>,
+    #[serde(default)]
+    pub soa: RawSoa,
+    pub geoip: Option<RawGeoIp>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSoa {
+    pub mname: Option<String>,
+    pub rname: Option<String>,
+    pub serial: Option<i64>,
+    pub refresh: Option<i64>,
+    pub retry: Option<i64>,
+    pub expire: Option<i64>,
+    pub minimum: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeoIp {
+    pub db: Option<String>,
+    #[serde(default)]
+    pub countries: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub continents: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +188,13 @@ pub struct RawCluster {
     #[serde(default)]
     pub etcd: Vec<String>,
     pub prefix: Option<String>,
+    pub ca_file: Option<String>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
+    pub lease_ttl: Option<String>,
+    pub instance: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -160,4 +203,54 @@ pub struct RawWebhook {
     pub url: Option<String>,
     pub timeout: Option<String>,
     pub attempts: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTier {
+    pub tier: Option<i64>,
+    pub shift_time: Option<String>,
+    pub failed_requests: Option<i64>,
+    pub availability: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrill {
+    pub site: Option<String>,
+    pub schedule: Option<String>,
+    pub mode: Option<String>,
+    pub duration: Option<String>,
+    pub rate: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_connections: Option<i64>,
+    pub max_request_line: Option<i64>,
+    pub max_header_bytes: Option<i64>,
+    pub max_headers: Option<i64>,
+    pub max_body_bytes: Option<i64>,
+    pub header_timeout: Option<String>,
+    pub body_timeout: Option<String>,
+    pub keepalive_timeout: Option<String>,
+}
+
+/// `[tls]`: the listeners' certificate and the default CA of upstream sites.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub listeners: Option<Vec<String>>,
+    pub ca_file: Option<String>,
+}
+
+/// `[site.tls]`: the site speaks TLS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSiteTls {
+    pub sni: Option<String>,
+    pub ca_file: Option<String>,
 }

@@ -187,3 +187,42 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn cluster_keys_have_defaults_and_are_checked() {
+    let c = parse_str(&format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"http://127.0.0.1:2379\"]\nprefix = \"/fleet\"\n"
+    ))
+    .expect("cluster parses");
+    let cluster = c.cluster.expect("cluster section");
+    assert_eq!(
+        cluster.prefix, "/fleet/",
+        "the prefix gets its trailing slash"
+    );
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(5));
+    assert_eq!(cluster.instance, None);
+    let c = parse_str(&format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"https://etcd.example:2379\"]\nca_file = \"ca.pem\"\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nusername = \"u\"\npassword_file = \"pw\"\nlease_ttl = \"10s\"\ninstance = \"fra-1\"\n"
+    ))
+    .expect("full cluster parses");
+    let cluster = c.cluster.expect("cluster section");
+    assert_eq!(
+        cluster.ca_file.as_deref(),
+        Some(Path::new("/etc/sitesteer/ca.pem"))
+    );
+    assert_eq!(cluster.lease_ttl, Duration::from_secs(10));
+    assert_eq!(cluster.instance.as_deref(), Some("fra-1"));
+    let errs = errors(&format!(
+        "{MINIMAL}\n[cluster]\netcd = [\"https://x:1\", \"127.0.0.1:2379\"]\ncert_file = \"c\"\nusername = \"u\"\nlease_ttl = \"1s\"\ninstance = \"a/b\"\n"
+    ));
+    for path in [
+        "cluster.ca_file",
+        "cluster.etcd[1]",
+        "cluster.cert_file",
+        "cluster.username",
+        "cluster.lease_ttl",
+        "cluster.instance",
+    ] {
+        assert!(errs.iter().any(|e| e.path == path), "{path}: {errs:?}");
+    }
+}

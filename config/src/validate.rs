@@ -28,18 +28,25 @@ pub fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Con
     };
     let state_file = anchor(base_dir, raw.state_file.as_deref().unwrap_or(d::STATE_FILE));
     let objectives = objectives(&raw.objectives, "objectives", &Objectives::default(), p);
+    let tier_objectives = tier_objectives(&raw.tier, &objectives, p);
     if !raw.site_declared {
         p.add("site", "at least one [[site]] is required");
     }
-    let sites = sites(&raw.site, &objectives, p);
+    let sites = sites(&raw.site, &objectives, &tier_objectives, p);
     let routes = routes(&raw.route, &sites, p);
     let probes = probes(&raw.probe, &sites, p);
     let health = health(&raw.health, p);
-    let proxy = proxy(&raw.proxy, base_dir, p);
-    let dns = raw.dns.as_ref().map(|r| dns(r, p));
+    let mut proxy = proxy(&raw.proxy, base_dir, p);
+    proxy.upgrade_sock = upgrade_sock(raw.proxy.upgrade_sock.as_deref(), base_dir, &state_file, p);
+    let dns = raw.dns.as_ref().map(|r| dns(r, base_dir, p));
     let geo = geo(&raw.geo, p);
-    let cluster = raw.cluster.as_ref().map(|r| cluster(r, p));
+    let cluster = raw.cluster.as_ref().map(|r| cluster(r, base_dir, p));
     let webhooks = webhooks(&raw.webhook, p);
+    let drills = drills(&raw.drill, &sites, p);
+    let limits = limits(&raw.limits, p);
+    let tls = tls(raw.tls.as_ref(), listen.as_ref(), base_dir, p);
+    let mut sites = sites;
+    site_tls(&raw.site, &mut sites, &tls, base_dir, p);
 
     if let (Some(admin_addr), true) = (listen.as_ref().map(|l| l.admin), admin.token_file.is_none())
     {
@@ -77,6 +84,9 @@ pub fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Con
         geo,
         cluster,
         webhooks,
+        drills,
+        limits,
+        tls,
     })
 }
 
@@ -168,7 +178,7 @@ fn listen(raw: &RawListen, p: &mut Problems) -> Option<Listen> {
         p,
     );
     let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
-    for (addr, key) in [(http, "http"), (tcp, "tcp"), (admin, "admin")] {
+    for (addr, key) in [(http, "http"), (tcp, "tcp"), (dns, "dns"), (admin, "admin")] {
         if let Some(addr) = addr {
             if let Some((_, other)) = seen.iter().find(|(a, _)| *a == addr) {
                 p.add(
@@ -239,9 +249,21 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
-fn sites(raw: &[RawSite], global: &Objectives, p: &mut Problems) -> Vec<Site> {
+fn sites(
+    raw: &[RawSite],
+    global: &Objectives,
+    tiers: &[(u8, Objectives)],
+    p: &mut Problems,
+) -> Vec<Site> {
     if raw.len() > d::MAX_SITES {
-        p.add("site", format!("at most {} sites are supported, got {}", d::MAX_SITES, raw.len()));
+        p.add(
+            "site",
+            format!(
+                "at most {} sites are supported, got {}",
+                d::MAX_SITES,
+                raw.len()
+            ),
+        );
     }
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(raw.len());
@@ -319,11 +341,17 @@ fn sites(raw: &[RawSite], global: &Objectives, p: &mut Problems) -> Vec<Site> {
                 "a site needs at least one endpoint (http, ws, sse or tcp)",
             );
         }
+        // A site's own objectives, else its tier's, else the global ones.
+        let base = tiers
+            .iter()
+            .find(|(t, _)| *t == tier)
+            .map_or(global, |(_, o)| o);
         let objectives = match &s.objectives {
-            Some(o) => objectives(o, &format!("{path}.objectives"), global, p),
-            None => global.clone(),
+            Some(o) => objectives(o, &format!("{path}.objectives"), base, p),
+            None => base.clone(),
         };
         out.push(Site {
+            tls: None, // set by `site_tls`, which knows the global `[tls] ca_file`
             name,
             region,
             tier,
@@ -691,6 +719,7 @@ fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
             "proxy.close_grace",
             p,
         ),
+        upgrade_sock: PathBuf::new(), // set by `upgrade_sock`: its default follows state_file
         session_key_file: anchor(
             base_dir,
             raw.session_key_file
@@ -712,7 +741,24 @@ fn dns_name_ok(name: &str) -> bool {
         })
 }
 
-fn dns(raw: &RawDns, p: &mut Problems) -> Dns {
+/// A name as written in `[dns]`: with a trailing dot it is absolute, otherwise relative to
+/// `zone`. Returns the fully qualified, lower-case name.
+fn dns_fqdn(name: &str, zone: &str, path: &str, p: &mut Problems) -> String {
+    let full = if name.ends_with('.') {
+        name.to_ascii_lowercase()
+    } else {
+        format!("{}.{zone}", name.to_ascii_lowercase())
+    };
+    if !dns_name_ok(name) || !dns_name_ok(&full) {
+        p.add(
+            path,
+            format!("expected a DNS name such as \"ns1\" or \"ns1.example.net.\", got {name:?}"),
+        );
+    }
+    full
+}
+
+fn dns(raw: &RawDns, base_dir: &Path, p: &mut Problems) -> Dns {
     let zone = match raw.zone.as_deref() {
         None => {
             p.add("dns.zone", "is required");
@@ -724,6 +770,7 @@ fn dns(raw: &RawDns, p: &mut Problems) -> Dns {
         }
         Some(z) => z.to_ascii_lowercase(),
     };
+    let mut seen = HashSet::new();
     for (i, n) in raw.names.iter().enumerate() {
         if n != "@" && (n.ends_with('.') || !dns_name_ok(n)) {
             p.add(
@@ -731,11 +778,92 @@ fn dns(raw: &RawDns, p: &mut Problems) -> Dns {
                 format!("expected a name relative to the zone such as \"api\", got {n:?}"),
             );
         }
+        if !seen.insert(n.to_ascii_lowercase()) {
+            p.add(format!("dns.names[{i}]"), format!("{n:?} is listed twice"));
+        }
     }
+    let ttl = int_in(raw.ttl, d::DNS_TTL, (0, 86_400), "dns.ttl", p);
+    let min_ttl = int_in(
+        raw.min_ttl,
+        d::DNS_MIN_TTL.min(ttl),
+        (0, 86_400),
+        "dns.min_ttl",
+        p,
+    );
+    if min_ttl > ttl {
+        p.add(
+            "dns.min_ttl",
+            format!("must not exceed dns.ttl ({ttl}), got {min_ttl}"),
+        );
+    }
+    let s = &raw.soa;
+    let secs = |v: Option<i64>, default: u32, key: &str, p: &mut Problems| {
+        int_in(
+            v,
+            default,
+            (0, i64::from(i32::MAX)),
+            &format!("dns.soa.{key}"),
+            p,
+        )
+    };
+    let mname = dns_fqdn(
+        s.mname.as_deref().unwrap_or(d::DNS_SOA_MNAME),
+        &zone,
+        "dns.soa.mname",
+        p,
+    );
+    let soa = Soa {
+        rname: dns_fqdn(
+            s.rname.as_deref().unwrap_or(d::DNS_SOA_RNAME),
+            &zone,
+            "dns.soa.rname",
+            p,
+        ),
+        serial: s
+            .serial
+            .map(|v| int_in(Some(v), 0, (0, i64::from(u32::MAX)), "dns.soa.serial", p)),
+        refresh: secs(s.refresh, d::DNS_SOA_REFRESH, "refresh", p),
+        retry: secs(s.retry, d::DNS_SOA_RETRY, "retry", p),
+        expire: secs(s.expire, d::DNS_SOA_EXPIRE, "expire", p),
+        minimum: secs(s.minimum, ttl, "minimum", p),
+        mname: mname.clone(),
+    };
+    let ns = match &raw.ns {
+        None => vec![mname],
+        Some(list) if list.is_empty() => {
+            p.add("dns.ns", "needs at least one name server name");
+            Vec::new()
+        }
+        Some(list) => list
+            .iter()
+            .enumerate()
+            .map(|(i, n)| dns_fqdn(n, &zone, &format!("dns.ns[{i}]"), p))
+            .collect(),
+    };
+    let geoip = raw.geoip.as_ref().and_then(|g| {
+        let Some(db) = g.db.as_deref() else {
+            p.add("dns.geoip.db", "is required");
+            return None;
+        };
+        let upper = |m: &std::collections::BTreeMap<String, String>| {
+            m.iter()
+                .map(|(k, v)| (k.to_ascii_uppercase(), v.clone()))
+                .collect()
+        };
+        Some(GeoIp {
+            db: anchor(base_dir, db),
+            countries: upper(&g.countries),
+            continents: upper(&g.continents),
+        })
+    });
     Dns {
         zone,
-        ttl: int_in(raw.ttl, d::DNS_TTL, (0, 86_400), "dns.ttl", p),
+        ttl,
+        min_ttl,
         names: raw.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        ns,
+        soa,
+        geoip,
     }
 }
 
@@ -774,19 +902,32 @@ fn geo(raw: &[RawGeo], p: &mut Problems) -> Vec<Geo> {
     out
 }
 
-fn cluster(raw: &RawCluster, p: &mut Problems) -> Cluster {
+fn cluster(raw: &RawCluster, base_dir: &Path, p: &mut Problems) -> Cluster {
     if raw.etcd.is_empty() {
         p.add("cluster.etcd", "needs at least one etcd endpoint URL");
     }
     for (i, url) in raw.etcd.iter().enumerate() {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let rest = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"));
+        let authority = rest.map(|r| r.split('/').next().unwrap_or(""));
+        let port_ok = authority
+            .and_then(|a| a.rsplit_once(':'))
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        if !port_ok {
             p.add(
                 format!("cluster.etcd[{i}]"),
-                format!("expected a URL such as \"http://127.0.0.1:2379\", got {url:?}"),
+                format!("expected a URL with a host and port such as \"http://127.0.0.1:2379\", got {url:?}"),
+            );
+        }
+        if url.starts_with("https://") && raw.ca_file.is_none() {
+            p.add(
+                "cluster.ca_file",
+                format!("cluster.etcd[{i}] is https, so ca_file (the CA that signs etcd's certificate) is required"),
             );
         }
     }
-    let prefix = raw
+    let mut prefix = raw
         .prefix
         .clone()
         .unwrap_or_else(|| d::CLUSTER_PREFIX.to_string());
@@ -796,9 +937,57 @@ fn cluster(raw: &RawCluster, p: &mut Problems) -> Cluster {
             format!("must start with '/', got {prefix:?}"),
         );
     }
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    if raw.cert_file.is_some() != raw.key_file.is_some() {
+        p.add(
+            "cluster.cert_file",
+            "cert_file and key_file go together (mutual TLS needs both)",
+        );
+    }
+    if raw.username.is_some() != raw.password_file.is_some() {
+        p.add(
+            "cluster.username",
+            "username and password_file go together (etcd authentication needs both)",
+        );
+    }
+    let lease_ttl = duration(
+        &raw.lease_ttl,
+        Duration::from_secs(d::CLUSTER_LEASE_TTL_S),
+        "cluster.lease_ttl",
+        p,
+    );
+    if lease_ttl < Duration::from_secs(2) || lease_ttl > Duration::from_secs(3600) {
+        p.add(
+            "cluster.lease_ttl",
+            format!(
+                "must be between 2s and 1h (etcd leases are whole seconds), got {}",
+                crate::duration::format_duration(lease_ttl)
+            ),
+        );
+    }
+    if let Some(name) = &raw.instance {
+        if name.is_empty() || name.len() > 200 || name.chars().any(|c| c == '/' || c.is_control()) {
+            p.add(
+                "cluster.instance",
+                format!(
+                    "must be 1 to 200 characters without '/' or control characters, got {name:?}"
+                ),
+            );
+        }
+    }
+    let file = |f: &Option<String>| f.as_deref().map(|f| anchor(base_dir, f));
     Cluster {
         etcd: raw.etcd.clone(),
         prefix,
+        ca_file: file(&raw.ca_file),
+        cert_file: file(&raw.cert_file),
+        key_file: file(&raw.key_file),
+        username: raw.username.clone(),
+        password_file: file(&raw.password_file),
+        lease_ttl: Duration::from_secs(lease_ttl.as_secs().max(1)),
+        instance: raw.instance.clone(),
     }
 }
 
@@ -849,4 +1038,324 @@ fn webhooks(raw: &[RawWebhook], p: &mut Problems) -> Vec<Webhook> {
         });
     }
     out
+}
+
+fn tier_objectives(
+    raw: &[RawTier],
+    global: &Objectives,
+    p: &mut Problems,
+) -> Vec<(u8, Objectives)> {
+    let mut out: Vec<(u8, Objectives)> = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let path = format!("tier[{i}]");
+        let Some(tier) = t.tier else {
+            p.add(format!("{path}.tier"), "is required");
+            continue;
+        };
+        let tier: u8 = int_in(Some(tier), 0, (0, 255), &format!("{path}.tier"), p);
+        if out.iter().any(|(n, _)| *n == tier) {
+            p.add(
+                format!("{path}.tier"),
+                format!("tier {tier} is listed twice"),
+            );
+        }
+        let o = RawObjectives {
+            shift_time: t.shift_time.clone(),
+            failed_requests: t.failed_requests,
+            availability: t.availability.clone(),
+        };
+        out.push((tier, objectives(&o, &path, global, p)));
+    }
+    out
+}
+
+fn drills(raw: &[RawDrill], sites: &[Site], p: &mut Problems) -> Vec<Drill> {
+    let mut out = Vec::new();
+    for (i, r) in raw.iter().enumerate() {
+        let path = format!("drill[{i}]");
+        let site = match r.site.as_deref() {
+            None => {
+                p.add(format!("{path}.site"), "is required");
+                continue;
+            }
+            Some(s) if !sites.iter().any(|x| x.name == s) => {
+                p.add(format!("{path}.site"), format!("no site is called {s:?}"));
+                continue;
+            }
+            Some(s) => s.to_string(),
+        };
+        let schedule = match r.schedule.as_deref().map(crate::cron::Schedule::parse) {
+            None => {
+                p.add(
+                    format!("{path}.schedule"),
+                    "is required, e.g. \"0 3 * * 1\" (Mondays 03:00 UTC)",
+                );
+                continue;
+            }
+            Some(Err(e)) => {
+                p.add(format!("{path}.schedule"), e);
+                continue;
+            }
+            Some(Ok(s)) => s,
+        };
+        let mode = match r.mode.as_deref() {
+            None => DrillMode::Maintenance,
+            Some(m) => DrillMode::parse(m).unwrap_or_else(|| {
+                p.add(
+                    format!("{path}.mode"),
+                    format!("expected maintenance, kill-probe or blackhole, got {m:?}"),
+                );
+                DrillMode::Maintenance
+            }),
+        };
+        let duration = duration(
+            &r.duration,
+            Duration::from_secs(d::DRILL_DURATION_S),
+            &format!("{path}.duration"),
+            p,
+        );
+        if duration < Duration::from_secs(3) {
+            p.add(format!("{path}.duration"), "must be at least 3s");
+        }
+        let rate = int_in(
+            r.rate,
+            d::DRILL_RATE,
+            (1, 10_000),
+            &format!("{path}.rate"),
+            p,
+        );
+        out.push(Drill {
+            site,
+            schedule,
+            mode,
+            duration,
+            rate,
+        });
+    }
+    out
+}
+
+fn limits(raw: &RawLimits, p: &mut Problems) -> Limits {
+    let positive = |text: &Option<String>, default_ms: u64, key: &str, p: &mut Problems| {
+        let path = format!("limits.{key}");
+        let value = duration(text, Duration::from_millis(default_ms), &path, p);
+        if value.is_zero() {
+            p.add(path, "must be above zero");
+        }
+        value
+    };
+    let max_header_bytes = int_in(
+        raw.max_header_bytes,
+        d::MAX_HEADER_BYTES,
+        (1024, d::PINGORA_MAX_HEADER_BYTES as i64),
+        "limits.max_header_bytes",
+        p,
+    );
+    let max_request_line = int_in(
+        raw.max_request_line,
+        d::MAX_REQUEST_LINE.min(max_header_bytes),
+        (64, d::PINGORA_MAX_HEADER_BYTES as i64),
+        "limits.max_request_line",
+        p,
+    );
+    if max_request_line > max_header_bytes {
+        p.add(
+            "limits.max_request_line",
+            format!(
+                "must not exceed limits.max_header_bytes ({max_header_bytes}), got {max_request_line}"
+            ),
+        );
+    }
+    Limits {
+        max_connections: int_in(
+            raw.max_connections,
+            d::MAX_CONNECTIONS,
+            (1, 1_000_000),
+            "limits.max_connections",
+            p,
+        ),
+        max_request_line,
+        max_header_bytes,
+        max_headers: int_in(
+            raw.max_headers,
+            d::MAX_HEADERS,
+            (1, d::PINGORA_MAX_HEADERS as i64),
+            "limits.max_headers",
+            p,
+        ),
+        max_body_bytes: int_in(
+            raw.max_body_bytes,
+            d::MAX_BODY_BYTES,
+            (0, 1 << 40),
+            "limits.max_body_bytes",
+            p,
+        ),
+        header_timeout: positive(&raw.header_timeout, d::HEADER_TIMEOUT_MS, "header_timeout", p),
+        body_timeout: positive(&raw.body_timeout, d::BODY_TIMEOUT_MS, "body_timeout", p),
+        keepalive_timeout: positive(
+            &raw.keepalive_timeout,
+            d::KEEPALIVE_TIMEOUT_MS,
+            "keepalive_timeout",
+            p,
+        ),
+    }
+}
+
+/// Longest Unix socket path (`sun_path` holds 108 bytes with the terminating NUL).
+const MAX_UNIX_SOCKET_PATH: usize = 107;
+
+/// `proxy.upgrade_sock`: anchored to the config folder when written, else beside the state
+/// file, so that the running process and its successor agree on it.
+fn upgrade_sock(
+    raw: Option<&str>,
+    base_dir: &Path,
+    state_file: &Path,
+    p: &mut Problems,
+) -> PathBuf {
+    let path = match raw {
+        Some("") => {
+            p.add("proxy.upgrade_sock", "must not be empty");
+            return PathBuf::new();
+        }
+        Some(f) => anchor(base_dir, f),
+        None => state_file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join(d::UPGRADE_SOCK),
+    };
+    let len = path.as_os_str().len();
+    if len > MAX_UNIX_SOCKET_PATH {
+        p.add(
+            "proxy.upgrade_sock",
+            format!(
+                "{} is {len} bytes long, but a Unix socket path holds at most {MAX_UNIX_SOCKET_PATH}: set proxy.upgrade_sock to a shorter path",
+                path.display()
+            ),
+        );
+    }
+    path
+}
+
+/// `[tls]`: cert_file and key_file together, and the listeners they apply to.
+fn tls(raw: Option<&RawTls>, listen: Option<&Listen>, base_dir: &Path, p: &mut Problems) -> Tls {
+    let Some(raw) = raw else {
+        return Tls::default();
+    };
+    let file = |f: &Option<String>, key: &str, p: &mut Problems| match f.as_deref() {
+        Some("") => {
+            p.add(format!("tls.{key}"), "must not be empty");
+            None
+        }
+        other => other.map(|f| anchor(base_dir, f)),
+    };
+    let cert_file = file(&raw.cert_file, "cert_file", p);
+    let key_file = file(&raw.key_file, "key_file", p);
+    let ca_file = file(&raw.ca_file, "ca_file", p);
+    let listener = match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            let (mut http, mut tcp) = (true, true);
+            if let Some(names) = &raw.listeners {
+                (http, tcp) = (false, false);
+                if names.is_empty() {
+                    p.add(
+                        "tls.listeners",
+                        "must name at least one listener (\"http\", \"tcp\"); remove cert_file and key_file for plain listeners",
+                    );
+                }
+                for (i, name) in names.iter().enumerate() {
+                    let path = format!("tls.listeners[{i}]");
+                    let configured = match name.as_str() {
+                        "http" => {
+                            http = true;
+                            listen.map(|l| l.http.is_some())
+                        }
+                        "tcp" => {
+                            tcp = true;
+                            listen.map(|l| l.tcp.is_some())
+                        }
+                        other => {
+                            p.add(
+                                path,
+                                format!("unknown listener {other:?}: expected \"http\" or \"tcp\""),
+                            );
+                            continue;
+                        }
+                    };
+                    if configured == Some(false) {
+                        p.add(
+                            path,
+                            format!("listen.{name} is not set, so it cannot speak TLS"),
+                        );
+                    }
+                }
+            }
+            Some(ListenerTls {
+                cert_file,
+                key_file,
+                http,
+                tcp,
+            })
+        }
+        (Some(_), None) => {
+            p.add(
+                "tls.key_file",
+                "is required with tls.cert_file (the listeners need the certificate's private key)",
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.add(
+                "tls.cert_file",
+                "is required with tls.key_file (the listeners need the certificate for the key)",
+            );
+            None
+        }
+        (None, None) => {
+            if raw.listeners.is_some() {
+                p.add(
+                    "tls.listeners",
+                    "needs tls.cert_file and tls.key_file (the certificate the listeners present)",
+                );
+            }
+            None
+        }
+    };
+    Tls { listener, ca_file }
+}
+
+/// `[site.tls]`: the server name and the CA each TLS site is verified against.
+fn site_tls(raw: &[RawSite], sites: &mut [Site], tls: &Tls, base_dir: &Path, p: &mut Problems) {
+    for (i, (r, site)) in raw.iter().zip(sites.iter_mut()).enumerate() {
+        let Some(t) = &r.tls else {
+            continue;
+        };
+        let path = format!("site[{i}].tls");
+        if let Some(sni) = &t.sni {
+            if !(dns_name_ok(sni) || sni.parse::<IpAddr>().is_ok()) {
+                p.add(
+                    format!("{path}.sni"),
+                    format!("expected a DNS name such as \"mcp.example.com\" or an IP address, got {sni:?}"),
+                );
+            }
+        }
+        let ca_file = match (t.ca_file.as_deref(), &tls.ca_file) {
+            (Some(""), _) => {
+                p.add(format!("{path}.ca_file"), "must not be empty");
+                continue;
+            }
+            (Some(f), _) => anchor(base_dir, f),
+            (None, Some(global)) => global.clone(),
+            (None, None) => {
+                p.add(
+                    format!("{path}.ca_file"),
+                    "is required, or set tls.ca_file: sitesteer verifies every upstream certificate against a CA you name",
+                );
+                continue;
+            }
+        };
+        site.tls = Some(SiteTls {
+            sni: t.sni.clone(),
+            ca_file,
+        });
+    }
 }

@@ -5,6 +5,18 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// A fault injected by a drill, through sitesteer only (the site itself is not touched).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Fault {
+    /// Every probe of the site reports failure; the state machine takes it down as it would
+    /// a real outage (detection by probes).
+    KillProbe,
+    /// The site is unreachable for sitesteer: probes fail and the data plane's connects fail
+    /// at once (detection by passive signals, retried on other sites).
+    Blackhole,
+}
+
 /// What an operator set for one site.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +31,8 @@ pub struct SiteOverride {
     pub failed_over: bool,
     /// Preferred by a manual failover: steered to before any tier.
     pub preferred: bool,
+    /// A drill's injected fault.
+    pub fault: Option<Fault>,
 }
 
 impl SiteOverride {

@@ -67,6 +67,8 @@ pub struct SiteView {
     pub health: Health,
     /// Preferred by a manual failover.
     pub preferred: bool,
+    /// A drill's injected fault.
+    pub fault: Option<crate::overrides::Fault>,
     /// Score in [0, 1]: (1 − error rate) × latency factor.
     pub score: f64,
     /// Fraction of successful probes over the window.

@@ -148,11 +148,28 @@ impl HealthTable {
         self.republish_states(now)
     }
 
-    /// Folds one observation; returns whether a published state changed.
+    /// Folds one observation; returns whether a published state changed. A probe of a site
+    /// with a drill fault counts as failed.
     pub fn fold(&mut self, obs: &Observation) -> bool {
         if obs.generation != self.generation {
             return false;
         }
+        let faulted = self
+            .config
+            .sites
+            .get(obs.site)
+            .and_then(|s| self.overrides.get(&s.name))
+            .and_then(|o| o.fault);
+        if let (Some(fault), Source::Probe(_)) = (faulted, obs.source) {
+            let mut failed = obs.clone();
+            failed.outcome = Err(crate::observation::Failure::Connect);
+            failed.detail = Some(format!("drill fault {fault:?}"));
+            return self.fold_unfaulted(&failed);
+        }
+        self.fold_unfaulted(obs)
+    }
+
+    fn fold_unfaulted(&mut self, obs: &Observation) -> bool {
         let thresholds = self.thresholds;
         let Some(entry) = self.entries.get_mut(obs.site) else {
             return false;
@@ -300,6 +317,7 @@ impl HealthTable {
                     state,
                     health: e.health.health,
                     preferred: o.is_some_and(|o| o.preferred),
+                    fault: o.and_then(|o| o.fault),
                     score: score(error_rate, ewma, reference_ms),
                     availability: totals.availability(),
                     error_rate,

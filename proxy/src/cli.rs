@@ -29,6 +29,10 @@ enum Command {
         /// The config file.
         #[arg(short, long, default_value = "sitesteer.toml")]
         config: PathBuf,
+        /// Take the listening sockets over from the sitesteer running with this config:
+        /// start this, then send the old process SIGQUIT (within 5 seconds).
+        #[arg(long)]
+        upgrade: bool,
     },
     /// Validate a config file: exit 0 when valid, 1 with every error otherwise.
     Check {
@@ -38,6 +42,8 @@ enum Command {
     },
     /// Operator client of the admin API.
     Ctl(crate::ctl::CtlArgs),
+    /// A real failover drill against a running sitesteer, reported against the objectives.
+    Drill(crate::drill::cli::DrillArgs),
     /// Bridge a stdio MCP client (one that launches a command) to the front door.
     Stdio {
         /// The front door's MCP endpoint, e.g. http://127.0.0.1:8080/mcp.
@@ -61,7 +67,7 @@ pub fn main() -> ExitCode {
     };
     init_tracing();
     match cli.command {
-        Command::Check { config } => match sitesteer_config::load(&config) {
+        Command::Check { config } => match load_checked(&config) {
             Ok(c) => {
                 println!(
                     "{}: valid ({} sites, {} routes, {} probes)",
@@ -77,10 +83,11 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
-        Command::Run { config } => match sitesteer_config::load(&config) {
-            Ok(c) => runtime_result(server::run(
+        Command::Run { config, upgrade } => match load_checked(&config) {
+            Ok(c) => runtime_result(server::run_with(
                 c,
                 server::Origin { path: Some(config) },
+                server::RunOptions { upgrade },
                 || async { Ok(()) },
             )),
             Err(errors) => {
@@ -90,6 +97,7 @@ pub fn main() -> ExitCode {
         },
         Command::Demo(args) => demo::run(args),
         Command::Ctl(args) => crate::ctl::main(args),
+        Command::Drill(args) => crate::drill::cli::main(args),
         Command::Stdio { url } => {
             let runtime = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -102,6 +110,16 @@ pub fn main() -> ExitCode {
         }
         Command::DemoSite(args) => demo::run_site(args),
     }
+}
+
+/// Loads and validates the config, then reads the TLS files it names (certificates and keys
+/// that do not load are config errors too, named by their key).
+fn load_checked(
+    path: &std::path::Path,
+) -> Result<sitesteer_config::Config, sitesteer_config::ConfigErrors> {
+    let config = sitesteer_config::load(path)?;
+    crate::tls::check(&config, &path.display().to_string())?;
+    Ok(config)
 }
 
 /// Maps a runtime result to an exit code, printing the error as one sentence.

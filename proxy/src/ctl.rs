@@ -431,7 +431,11 @@ fn render_ack(v: &Value) -> String {
                 format!(": {}", s(site, "reason"))
             }
         ),
-        None => format!("ok: {}\n", serde_json::to_string(v).unwrap_or_default()),
+        None => match (v.get("from").and_then(Value::as_str), v.get("to").and_then(Value::as_str)) {
+            (Some(from), Some(to)) => format!("ok: failover from {from} to {to}; `sitesteer ctl undrain {from}` ends it\n"),
+            (Some(from), None) => format!("ok: failover away from {from}; `sitesteer ctl undrain {from}` ends it\n"),
+            _ => "ok\n".to_string(),
+        },
     }
 }
 
@@ -476,9 +480,10 @@ fn render_incidents(v: &Value) -> String {
     for i in &incidents {
         let met = i.get("met").and_then(Value::as_bool).unwrap_or(false);
         out.push_str(&format!(
-            "{:<24}  {:<12}  {:>10}  {:>10}  {:>6}  {:>7}  {}\n",
+            "{:<24}  {:<12}  {:<9}  {:>10}  {:>10}  {:>6}  {:>7}  {}\n",
             s(i, "started"),
             s(i, "site"),
+            s(i, "cause"),
             i.get("detection_ms")
                 .map(|x| x.to_string())
                 .unwrap_or_default(),

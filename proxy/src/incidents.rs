@@ -305,6 +305,45 @@ impl Incidents {
         }
     }
 
+    /// Records a finished drill as an incident.
+    pub fn record_drill(&self, report: &crate::drill::DrillReport) -> u64 {
+        let mut inner = self.lock();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let shift = report.shift_ms.unwrap_or(0);
+        let timeline = report
+            .timeline
+            .iter()
+            .map(|(at_ms, what)| Step {
+                at_ms: *at_ms,
+                what: what.clone(),
+            })
+            .collect();
+        inner.list.push_front(Incident {
+            id,
+            site: report.site.clone(),
+            cause: "drill".into(),
+            open: false,
+            started_ms: report.started_ms,
+            started: utc(report.started_ms),
+            detection_ms: shift,
+            shift_ms: shift,
+            failed_requests: report.failed,
+            retried_requests: 0,
+            objectives: report.objectives.clone(),
+            met: report.met,
+            timeline,
+            failed_at_start: 0,
+            retried_at_start: 0,
+            back_at_ms: None,
+        });
+        while inner.list.len() > KEEP {
+            inner.list.pop_back();
+        }
+        self.save(&inner);
+        id
+    }
+
     /// Closes incidents whose site has been back for [`RESTORE_WAIT`] without traffic.
     pub fn expire(&self) {
         let now = now_ms();
@@ -342,8 +381,10 @@ pub async fn watch(
         tokio::select! {
             change = changes.recv() => match change {
                 Ok(c) => {
-                    let out = matches!(c.to, SiteState::Down | SiteState::Degraded | SiteState::Drained | SiteState::Maintenance);
-                    if c.from == SiteState::Up && out {
+                    // Failovers, not planned work: a drain or maintenance is not an incident.
+                    let failover = matches!(c.to, SiteState::Down | SiteState::Degraded)
+                        || (c.to == SiteState::Drained && c.reason.contains("failed over"));
+                    if c.from == SiteState::Up && failover {
                         let cause = if c.reason.starts_with("operator") { "manual" } else { "automatic" };
                         let (failed, retried) = counts(&metrics, &c.site);
                         if let Some(id) = incidents.open(&c.site, cause, &c.reason, failed, retried) {

@@ -40,7 +40,26 @@ pub struct Metrics {
     pub observations_dropped: IntGauge,
     /// Webhook deliveries by result (`ok`, `retry`, `failed`, `dropped`).
     pub webhook_deliveries: IntCounterVec,
+    /// DNS queries by name (configured names, `@`, else `other`), qtype, rcode and client
+    /// region (`none` when unplaced).
+    pub dns_queries: IntCounterVec,
+    /// DNS answers sent with TC over UDP because they did not fit.
+    pub dns_truncated: IntCounter,
+    /// `[cluster]`: 1 while the cluster store (etcd) answers, 0 while this instance serves
+    /// from its last known state. Registered only with `[cluster]`.
+    pub cluster_connected: IntGauge,
+    /// `[cluster]`: writes to the cluster store by result (`ok`, `conflict`, `failed`).
+    pub cluster_writes: IntCounterVec,
+    /// `[cluster]`: changes of the fleet's overrides applied from the cluster store.
+    pub cluster_updates: IntCounter,
+    /// Requests and connections refused by `[limits]`, by listener and reason.
+    pub refused: IntCounterVec,
+    /// Open client connections by listener (`http`, `tcp`), as of the last accept.
+    pub listener_connections: IntGaugeVec,
     site_availability_window: GaugeVec,
+    /// Recovery objectives by site and objective (`shift_time_seconds`, `failed_requests`,
+    /// `availability`): the target, the last measured value and whether it was met.
+    pub objectives: GaugeVec,
     site_state: IntGaugeVec,
     site_score: GaugeVec,
     site_weight: IntGaugeVec,
@@ -84,6 +103,14 @@ impl Metrics {
             probe_failures: build(r, IntCounterVec::new(Opts::new("sitesteer_probe_failures_total", "Failed probes by site and reason."), &["site", "reason"]).expect("valid metric")),
             observations_dropped: build(r, IntGauge::new("sitesteer_observations_dropped", "Passive observations dropped because the health owner was behind.").expect("valid metric")),
             webhook_deliveries: build(r, IntCounterVec::new(Opts::new("sitesteer_webhook_deliveries_total", "Webhook deliveries by result."), &["result"]).expect("valid metric")),
+            dns_queries: build(r, IntCounterVec::new(Opts::new("sitesteer_dns_queries_total", "DNS queries by name (other for unknown names), query type, response code and client region."), &["name", "qtype", "rcode", "region"]).expect("valid metric")),
+            dns_truncated: build(r, IntCounter::new("sitesteer_dns_truncated_total", "DNS answers truncated (TC) over UDP.").expect("valid metric")),
+            cluster_connected: IntGauge::new("sitesteer_cluster_connected", "1 while the cluster store (etcd) answers; 0 while serving the last known operator state.").expect("valid metric"),
+            cluster_writes: IntCounterVec::new(Opts::new("sitesteer_cluster_writes_total", "Writes of operator overrides to the cluster store, by result."), &["result"]).expect("valid metric"),
+            cluster_updates: IntCounter::new("sitesteer_cluster_updates_total", "Changes of the fleet's operator overrides applied from the cluster store.").expect("valid metric"),
+            refused: build(r, IntCounterVec::new(Opts::new("sitesteer_refused_total", "Requests and connections refused by [limits], by listener and reason."), &["listener", "reason"]).expect("valid metric")),
+            listener_connections: build(r, IntGaugeVec::new(Opts::new("sitesteer_listener_connections", "Open client connections by listener, as of the last accept."), &["listener"]).expect("valid metric")),
+            objectives: build(r, GaugeVec::new(Opts::new("sitesteer_objective", "Recovery objectives per site: target, measured (last incident, or 1d availability) and met (1/0)."), &["site", "objective", "value"]).expect("valid metric")),
             site_availability_window: build(r, GaugeVec::new(Opts::new("sitesteer_site_availability_ratio", "Share of successful probes over 5m, 1h and 1d windows (the SLO figure)."), &["site", "window"]).expect("valid metric")),
             site_state: build(r, IntGaugeVec::new(Opts::new("sitesteer_site_state", "1 for the state the site is in."), &["site", "state"]).expect("valid metric")),
             site_score: build(r, GaugeVec::new(Opts::new("sitesteer_site_score", "Site score in [0, 1]."), &["site"]).expect("valid metric")),
@@ -93,6 +120,14 @@ impl Metrics {
             snapshot_version: build(r, IntGauge::new("sitesteer_snapshot_version", "Version of the published health snapshot.").expect("valid metric")),
             registry,
         }
+    }
+
+    /// Registers the `[cluster]` metrics (a single instance does not show them).
+    pub fn register_cluster(&self) {
+        let r = &self.registry;
+        build(r, self.cluster_connected.clone());
+        build(r, self.cluster_writes.clone());
+        build(r, self.cluster_updates.clone());
     }
 
     /// Sets the long-window availability of `site`.
@@ -181,5 +216,9 @@ mod tests {
         );
         assert!(text.contains("sitesteer_build_info"));
         assert!(text.contains("sitesteer_unroutable_requests_total 1"));
+        assert!(!text.contains("sitesteer_cluster_connected"));
+        m.register_cluster();
+        m.register_cluster();
+        assert!(m.render().contains("sitesteer_cluster_connected 0"));
     }
 }

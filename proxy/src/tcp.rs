@@ -24,7 +24,12 @@ pub struct TcpProxy {
     health: HealthHandle,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
+    tls: Option<Arc<crate::tls::Tls>>,
 }
+
+/// An upstream connection: plain TCP, or TLS for `[site.tls]` sites.
+pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
 
 impl TcpProxy {
     /// A TCP proxy steering by `health`.
@@ -33,11 +38,41 @@ impl TcpProxy {
             health,
             metrics,
             registry,
+            tls: None,
+        }
+    }
+
+    /// Reaches `[site.tls]` sites over TLS with the CAs in `tls`.
+    pub fn with_tls(mut self, tls: Arc<crate::tls::Tls>) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// A TCP connection to `addr`, with TLS (SNI, certificate verified against the site's
+    /// CA) on top for a TLS site.
+    async fn open(
+        &self,
+        snap: &sitesteer_probes::Snapshot,
+        site: usize,
+        addr: std::net::SocketAddr,
+    ) -> std::io::Result<Box<dyn UpstreamIo>> {
+        let stream = TcpStream::connect(addr).await?;
+        let _ = stream.set_nodelay(true);
+        let tls = self.tls.as_ref().zip(snap.config.sites.get(site));
+        match tls.and_then(|(tls, site)| tls.tcp_connector(site, addr)) {
+            None => Ok(Box::new(stream)),
+            Some(Err(e)) => Err(std::io::Error::other(e)),
+            Some(Ok((connector, name))) => {
+                let tls = connector.connect(name, stream).await.inspect_err(|e| {
+                    tracing::warn!(%addr, error = %e, "TLS to the site's tcp endpoint failed");
+                })?;
+                Ok(Box::new(tls))
+            }
         }
     }
 
     /// Connects to the best site, trying others on failure; returns the site and stream.
-    async fn connect(&self) -> Option<(String, TcpStream)> {
+    async fn connect(&self) -> Option<(String, Box<dyn UpstreamIo>)> {
         let mut tried = Tried::default();
         let random = fastrand::u64(..);
         loop {
@@ -47,12 +82,20 @@ impl TcpProxy {
             let choice = steer::choose(&snap, &req)?;
             tried.push(choice.site);
             let name = snap.sites.get(choice.site)?.name.clone();
+            if crate::http::blackholed(&snap, choice.site) {
+                self.report(&snap, choice.site, Err(Failure::Connect));
+                self.metrics
+                    .retries
+                    .with_label_values(&[name.as_str()])
+                    .inc();
+                continue;
+            }
             let timeout = snap.config.proxy.connect_timeout;
             let started = Instant::now();
-            let result = tokio::time::timeout(timeout, TcpStream::connect(choice.addr)).await;
+            let result =
+                tokio::time::timeout(timeout, self.open(&snap, choice.site, choice.addr)).await;
             let outcome = match result {
                 Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
                     self.report(&snap, choice.site, Ok(started.elapsed()));
                     return Some((name, stream));
                 }
@@ -92,8 +135,11 @@ impl ServerApp for TcpProxy {
     async fn process_new(
         self: &Arc<Self>,
         mut client: Stream,
-        shutdown: &ShutdownWatch,
+        _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        // On shutdown or upgrade the connection goes on until either side closes it; the
+        // drain ends the process at proxy.drain_timeout at the latest.
+        let _in_flight = crate::restart::InFlight::start();
         let Some((site, mut upstream)) = self.connect().await else {
             self.metrics.unroutable.inc();
             self.metrics.failed_requests.with_label_values(&["-"]).inc();
@@ -111,7 +157,6 @@ impl ServerApp for TcpProxy {
         let _registration =
             self.registry
                 .register(&site, Transport::Tcp, Closer::Signal(close.clone()));
-        let mut shutdown = shutdown.clone();
         tokio::select! {
             result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 tracing::debug!(site = %site, ?result, "tcp connection ended");
@@ -119,7 +164,6 @@ impl ServerApp for TcpProxy {
             _ = close.notified() => {
                 tracing::debug!(site = %site, "tcp connection closed: site left service");
             }
-            _ = shutdown.changed() => {}
         }
         None
     }

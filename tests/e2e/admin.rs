@@ -15,7 +15,8 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::harness::{binary, free_port, get, request, wait_until, DemoSite, Proc, Sitesteer};
 use crate::traffic::{failures, Traffic};
 
-const PROBES: &str = "[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n";
+const PROBES: &str =
+    "[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n";
 
 fn sites(list: &[(&str, u8, SocketAddr)]) -> String {
     list.iter()
@@ -32,7 +33,11 @@ fn ctl(admin: SocketAddr, token: Option<&str>, args: &[&str]) -> (i32, String, S
     if let Some(t) = token {
         cmd.arg("--token").arg(t);
     }
-    let out = cmd.args(args).env_remove("SITESTEER_TOKEN").output().expect("run ctl");
+    let out = cmd
+        .args(args)
+        .env_remove("SITESTEER_TOKEN")
+        .output()
+        .expect("run ctl");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -45,11 +50,15 @@ fn ctl_json(admin: SocketAddr, args: &[&str]) -> Value {
     all.extend_from_slice(args);
     let (code, out, err) = ctl(admin, None, &all);
     assert_eq!(code, 0, "ctl {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("ctl --json {args:?} printed no JSON ({e}): {out}"))
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("ctl --json {args:?} printed no JSON ({e}): {out}"))
 }
 
 fn site<'a>(sites: &'a Value, name: &str) -> &'a Value {
-    sites["sites"].as_array().and_then(|a| a.iter().find(|s| s["name"] == name)).unwrap_or(&Value::Null)
+    sites["sites"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["name"] == name))
+        .unwrap_or(&Value::Null)
 }
 
 async fn served(proxy: SocketAddr, n: usize) -> Vec<String> {
@@ -68,26 +77,54 @@ async fn every_endpoint_and_ctl_subcommand() {
     let _a = DemoSite::start("a", ports[0]).await;
     let _b = DemoSite::start("b", ports[1]).await;
     let _c = DemoSite::start("c", ports[2]).await;
-    let proxy = Sitesteer::start(&format!("{PROBES}{}", sites(&[("a", 0, addr(0)), ("b", 0, addr(1)), ("c", 1, addr(2))]))).await;
+    let proxy = Sitesteer::start(&format!(
+        "{PROBES}{}",
+        sites(&[("a", 0, addr(0)), ("b", 0, addr(1)), ("c", 1, addr(2))])
+    ))
+    .await;
     let admin = proxy.admin;
 
     // sites / status, as tables and JSON.
     let (code, table, _) = ctl(admin, None, &["sites"]);
     assert_eq!(code, 0);
-    assert!(table.starts_with("SITE") && table.contains("a ") && table.contains("up"), "{table}");
+    assert!(
+        table.starts_with("SITE") && table.contains("a ") && table.contains("up"),
+        "{table}"
+    );
     let (code, status, _) = ctl(admin, None, &["status"]);
     assert_eq!(code, 0);
     assert!(status.contains("recent events"), "{status}");
     let json = ctl_json(admin, &["sites"]);
-    for key in ["name", "region", "tier", "configured_weight", "effective_weight", "state", "score", "availability", "latency_ewma_ms", "latency_p99_ms", "error_rate", "open_connections", "last_change_ms", "why"] {
-        assert!(site(&json, "a").get(key).is_some(), "sites API lacks {key}: {json}");
+    for key in [
+        "name",
+        "region",
+        "tier",
+        "configured_weight",
+        "effective_weight",
+        "state",
+        "score",
+        "availability",
+        "latency_ewma_ms",
+        "latency_p99_ms",
+        "error_rate",
+        "open_connections",
+        "last_change_ms",
+        "why",
+    ] {
+        assert!(
+            site(&json, "a").get(key).is_some(),
+            "sites API lacks {key}: {json}"
+        );
     }
 
     // A weight of 0 moves all new traffic away as soon as the API answers.
     let (code, out, err) = ctl(admin, None, &["weight", "a", "0"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("weight 0/100"), "{out}");
-    assert!(served(proxy.http, 40).await.iter().all(|s| s == "b"), "weight 0 takes a out at once");
+    assert!(
+        served(proxy.http, 40).await.iter().all(|s| s == "b"),
+        "weight 0 takes a out at once"
+    );
     assert_eq!(ctl(admin, None, &["weight", "a", "100"]).0, 0);
 
     // drain / undrain.
@@ -99,20 +136,39 @@ async fn every_endpoint_and_ctl_subcommand() {
 
     // maintenance on/off.
     assert_eq!(ctl(admin, None, &["maint", "a", "on"]).0, 0);
-    assert_eq!(site(&ctl_json(admin, &["sites"]), "a")["state"], "maintenance");
+    assert_eq!(
+        site(&ctl_json(admin, &["sites"]), "a")["state"],
+        "maintenance"
+    );
     assert_eq!(ctl(admin, None, &["maint", "a", "off"]).0, 0);
 
     // Manual failover to the tier-1 site, and back.
-    assert_eq!(ctl(admin, None, &["failover", "--from", "a", "--to", "c"]).0, 0);
+    assert_eq!(
+        ctl(admin, None, &["failover", "--from", "a", "--to", "c"]).0,
+        0
+    );
     let after = served(proxy.http, 30).await;
-    assert!(after.iter().all(|s| s == "c"), "the failover target is preferred over tier 0: {after:?} {}", ctl(admin, None, &["sites"]).1);
+    assert!(
+        after.iter().all(|s| s == "c"),
+        "the failover target is preferred over tier 0: {after:?} {}",
+        ctl(admin, None, &["sites"]).1
+    );
     assert_eq!(ctl(admin, None, &["undrain", "a"]).0, 0);
-    assert!(served(proxy.http, 30).await.iter().all(|s| s == "a" || s == "b"), "undrain ends the failover");
+    assert!(
+        served(proxy.http, 30)
+            .await
+            .iter()
+            .all(|s| s == "a" || s == "b"),
+        "undrain ends the failover"
+    );
 
     // events, newest first, as a table and JSON.
     let (code, events, _) = ctl(admin, None, &["events", "--limit", "50"]);
     assert_eq!(code, 0);
-    assert!(events.contains("weight set to 0") && events.contains("manual failover from a to c"), "{events}");
+    assert!(
+        events.contains("weight set to 0") && events.contains("manual failover from a to c"),
+        "{events}"
+    );
     let json = ctl_json(admin, &["events"]);
     let list = json["events"].as_array().expect("events");
     assert!(list[0]["id"].as_u64() > list[1]["id"].as_u64());
@@ -130,26 +186,71 @@ async fn every_endpoint_and_ctl_subcommand() {
     let (code, _, err) = ctl(admin, None, &["weight", "a", "-3"]);
     assert_eq!(code, 1);
     assert!(err.contains("weight must be between"), "{err}");
-    let r = request(admin, Method::PUT, "/api/v1/sites/a/weight", &[], Some("{\"weight\": ".into())).await.expect("answer");
+    let r = request(
+        admin,
+        Method::PUT,
+        "/api/v1/sites/a/weight",
+        &[],
+        Some("{\"weight\": ".into()),
+    )
+    .await
+    .expect("answer");
     assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap_or("").contains("bad JSON"), "{:?}", r.json());
-    let r = request(admin, Method::PUT, "/api/v1/sites/a/weight", &[], Some("{\"weight\": 1, \"extra\": 2}".into())).await.expect("answer");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("bad JSON"),
+        "{:?}",
+        r.json()
+    );
+    let r = request(
+        admin,
+        Method::PUT,
+        "/api/v1/sites/a/weight",
+        &[],
+        Some("{\"weight\": 1, \"extra\": 2}".into()),
+    )
+    .await
+    .expect("answer");
     assert_eq!(r.status, 400);
-    let r = request(admin, Method::POST, "/api/v1/failover", &[], Some("{\"from\": \"a\", \"to\": \"a\"}".into())).await.expect("answer");
+    let r = request(
+        admin,
+        Method::POST,
+        "/api/v1/failover",
+        &[],
+        Some("{\"from\": \"a\", \"to\": \"a\"}".into()),
+    )
+    .await
+    .expect("answer");
     assert_eq!(r.status, 400);
-    assert_eq!(get(admin, "/api/v1/nothing").await.expect("answer").status, 404);
-    let (code, _, err) = ctl(SocketAddr::from(([127, 0, 0, 1], free_port())), None, &["sites"]);
+    assert_eq!(
+        get(admin, "/api/v1/nothing").await.expect("answer").status,
+        404
+    );
+    let (code, _, err) = ctl(
+        SocketAddr::from(([127, 0, 0, 1], free_port())),
+        None,
+        &["sites"],
+    );
     assert_eq!(code, 2);
     assert!(err.contains("cannot reach the admin API"), "{err}");
 
     // The rest of the read side.
     assert_eq!(get(admin, "/healthz").await.expect("healthz").status, 200);
     assert_eq!(get(admin, "/readyz").await.expect("readyz").status, 200);
-    assert_eq!(get(admin, "/api/v1/sites/b").await.expect("one site").json()["name"], "b");
+    assert_eq!(
+        get(admin, "/api/v1/sites/b")
+            .await
+            .expect("one site")
+            .json()["name"],
+        "b"
+    );
     let page = get(admin, "/").await.expect("page");
     assert_eq!(page.status, 200);
     assert!(String::from_utf8_lossy(&page.body).contains("<title>sitesteer status</title>"));
-    let metrics = String::from_utf8_lossy(&get(admin, "/metrics").await.expect("metrics").body).into_owned();
+    let metrics =
+        String::from_utf8_lossy(&get(admin, "/metrics").await.expect("metrics").body).into_owned();
     for name in [
         "sitesteer_site_state{site=\"a\",state=\"up\"} 1",
         "sitesteer_site_score{site=\"a\"}",
@@ -170,9 +271,18 @@ async fn every_endpoint_and_ctl_subcommand() {
 async fn the_event_stream_delivers_operator_actions_live() {
     let port = free_port();
     let _a = DemoSite::start("a", port).await;
-    let proxy = Sitesteer::start(&format!("{PROBES}{}", sites(&[("a", 0, SocketAddr::from(([127, 0, 0, 1], port)))]))).await;
-    let stream = tokio::net::TcpStream::connect(proxy.admin).await.expect("connect");
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.expect("handshake");
+    let proxy = Sitesteer::start(&format!(
+        "{PROBES}{}",
+        sites(&[("a", 0, SocketAddr::from(([127, 0, 0, 1], port)))])
+    ))
+    .await;
+    let stream = tokio::net::TcpStream::connect(proxy.admin)
+        .await
+        .expect("connect");
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
     tokio::spawn(conn);
     let req = hyper::Request::get("/api/v1/events/stream")
         .header("host", proxy.admin.to_string())
@@ -196,7 +306,10 @@ async fn the_event_stream_delivers_operator_actions_live() {
     })
     .await
     .expect("an event within 5s");
-    assert!(got.contains("event: event") && got.contains("\"kind\":\"operator\""), "{got}");
+    assert!(
+        got.contains("event: event") && got.contains("\"kind\":\"operator\""),
+        "{got}"
+    );
 }
 
 fn start_process(config: &Path, log: &Path) -> Proc {
@@ -218,26 +331,39 @@ async fn kill_9_and_restart_keep_every_override() {
     let _a = DemoSite::start("a", ports[0]).await;
     let _b = DemoSite::start("b", ports[1]).await;
     let _c = DemoSite::start("c", ports[2]).await;
-    let mut proxy = Sitesteer::start(&format!("{PROBES}{}", sites(&[("a", 0, addr(0)), ("b", 0, addr(1)), ("c", 1, addr(2))]))).await;
+    let mut proxy = Sitesteer::start(&format!(
+        "{PROBES}{}",
+        sites(&[("a", 0, addr(0)), ("b", 0, addr(1)), ("c", 1, addr(2))])
+    ))
+    .await;
     assert_eq!(ctl(proxy.admin, None, &["weight", "a", "7"]).0, 0);
     assert_eq!(ctl(proxy.admin, None, &["drain", "b"]).0, 0);
     assert_eq!(ctl(proxy.admin, None, &["maint", "c", "on"]).0, 0);
     // The state file holds them before the API answered.
-    let state: Value = serde_json::from_slice(&std::fs::read(proxy.dir.0.join("sitesteer.state.json")).expect("state file")).expect("state JSON");
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(proxy.dir.0.join("sitesteer.state.json")).expect("state file"),
+    )
+    .expect("state JSON");
     assert_eq!(state["overrides"]["sites"]["a"]["weight"], 7);
 
     proxy.proc.kill9();
     let config = proxy.dir.0.join("sitesteer.toml");
     proxy.proc = start_process(&config, &proxy.dir.0.join("restart.log"));
     let admin = proxy.admin;
-    let up = wait_until(Duration::from_secs(15), || async { get(admin, "/healthz").await.is_ok() }).await;
+    let up = wait_until(Duration::from_secs(15), || async {
+        get(admin, "/healthz").await.is_ok()
+    })
+    .await;
     assert!(up.is_some(), "restarted");
     let json = ctl_json(admin, &["sites"]);
     assert_eq!(site(&json, "a")["effective_weight"], 7);
     assert_eq!(site(&json, "b")["state"], "drained");
     assert_eq!(site(&json, "c")["state"], "maintenance");
     let (_, events, _) = ctl(admin, None, &["events"]);
-    assert!(events.contains("restored operator overrides of 3 site(s)"), "{events}");
+    assert!(
+        events.contains("restored operator overrides of 3 site(s)"),
+        "{events}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,34 +379,72 @@ async fn a_broken_reload_is_refused_and_traffic_never_stops() {
     let traffic = Traffic::start(proxy.http, 3, Duration::from_millis(5));
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    std::fs::write(&config, good.replace("tier = 0\n[site.endpoints]\nhttp", "tier = 0\ncolour = \"red\"\n[site.endpoints]\nhttp")).expect("break config");
+    std::fs::write(
+        &config,
+        good.replace(
+            "tier = 0\n[site.endpoints]\nhttp",
+            "tier = 0\ncolour = \"red\"\n[site.endpoints]\nhttp",
+        ),
+    )
+    .expect("break config");
     let (code, _, err) = ctl(proxy.admin, None, &["reload"]);
     assert_eq!(code, 1);
     assert!(err.contains("site[0].colour (line"), "{err}");
-    let r = request(proxy.admin, Method::POST, "/api/v1/reload", &[], None).await.expect("answer");
+    let r = request(proxy.admin, Method::POST, "/api/v1/reload", &[], None)
+        .await
+        .expect("answer");
     assert_eq!(r.status, 422);
-    assert!(r.json()["errors"].as_array().is_some_and(|e| e.len() == 2), "{:?}", r.json());
+    assert!(
+        r.json()["errors"].as_array().is_some_and(|e| e.len() == 2),
+        "{:?}",
+        r.json()
+    );
     proxy.proc.signal("-HUP");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(proxy.admin, "/healthz").await.expect("still running").status, 200);
+    assert_eq!(
+        get(proxy.admin, "/healthz")
+            .await
+            .expect("still running")
+            .status,
+        200
+    );
 
     // A good reload changes a weight, keeps the site's history and drops nothing.
     let changed_at = site(&ctl_json(proxy.admin, &["sites"]), "a")["last_change_ms"].clone();
-    std::fs::write(&config, good.replace("name = \"b\"\ntier = 0\n", "name = \"b\"\ntier = 0\nweight = 300\n")).expect("good config");
+    std::fs::write(
+        &config,
+        good.replace(
+            "name = \"b\"\ntier = 0\n",
+            "name = \"b\"\ntier = 0\nweight = 300\n",
+        ),
+    )
+    .expect("good config");
     proxy.proc.signal("-HUP");
     let reloaded = wait_until(Duration::from_secs(3), || async {
         site(&ctl_json(proxy.admin, &["sites"]), "b")["configured_weight"] == 300
     })
     .await;
     assert!(reloaded.is_some(), "SIGHUP reloads");
-    assert_eq!(site(&ctl_json(proxy.admin, &["sites"]), "a")["last_change_ms"], changed_at, "unchanged sites keep their history");
+    assert_eq!(
+        site(&ctl_json(proxy.admin, &["sites"]), "a")["last_change_ms"],
+        changed_at,
+        "unchanged sites keep their history"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outcomes = traffic.stop().await;
     let failed = failures(&outcomes);
-    assert!(failed.is_empty(), "{} requests failed during reloads: {:?}", failed.len(), &failed[..failed.len().min(3)]);
+    assert!(
+        failed.is_empty(),
+        "{} requests failed during reloads: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(3)]
+    );
     assert!(outcomes.len() > 100);
     let (_, events, _) = ctl(proxy.admin, None, &["events", "--limit", "50"]);
-    assert!(events.contains("reload refused") && events.contains("config reloaded"), "{events}");
+    assert!(
+        events.contains("reload refused") && events.contains("config reloaded"),
+        "{events}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,20 +453,32 @@ async fn a_drain_lets_an_open_websocket_finish_while_new_traffic_moves() {
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
     let a = DemoSite::start("a", ports[0]).await;
     let _b = DemoSite::start("b", ports[1]).await;
-    let body = format!("[proxy]\ndrain_timeout = \"1500ms\"\nclose_grace = \"50ms\"\n\n{PROBES}{}", sites(&[("a", 0, addr(0)), ("b", 0, addr(1))]));
+    let body = format!(
+        "[proxy]\ndrain_timeout = \"1500ms\"\nclose_grace = \"50ms\"\n\n{PROBES}{}",
+        sites(&[("a", 0, addr(0)), ("b", 0, addr(1))])
+    );
     let proxy = Sitesteer::start(&body).await;
     // Pin the WebSocket to a: b out of rotation while it opens.
     assert_eq!(ctl(proxy.admin, None, &["weight", "b", "0"]).0, 0);
-    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/mcp/ws", proxy.http)).await.expect("websocket through the proxy");
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/mcp/ws", proxy.http))
+        .await
+        .expect("websocket through the proxy");
     assert_eq!(resp.headers()["x-sitesteer-site"], "a");
     assert_eq!(ctl(proxy.admin, None, &["weight", "b", "100"]).0, 0);
     assert_eq!(ctl(proxy.admin, None, &["drain", "a"]).0, 0);
     let drained_at = std::time::Instant::now();
 
-    assert!(served(proxy.http, 20).await.iter().all(|s| s == "b"), "new traffic leaves a drained site");
+    assert!(
+        served(proxy.http, 20).await.iter().all(|s| s == "b"),
+        "new traffic leaves a drained site"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    ws.send(Message::text(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)).await.expect("the open WebSocket still works");
-    let answer = tokio::time::timeout(Duration::from_secs(2), ws.next()).await.expect("answer in time");
+    ws.send(Message::text(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#))
+        .await
+        .expect("the open WebSocket still works");
+    let answer = tokio::time::timeout(Duration::from_secs(2), ws.next())
+        .await
+        .expect("answer in time");
     assert!(matches!(answer, Some(Ok(Message::Text(_)))), "{answer:?}");
     let control = get(a.addr, "/control").await.expect("control").json();
     assert_eq!(control["connections"]["ws"], 1, "{control}");
@@ -318,7 +494,10 @@ async fn a_drain_lets_an_open_websocket_finish_while_new_traffic_moves() {
     })
     .await
     .expect("closed after the drain timeout");
-    assert!(closed >= Duration::from_millis(1400), "closed only after the drain timeout, not at {closed:?}");
+    assert!(
+        closed >= Duration::from_millis(1400),
+        "closed only after the drain timeout, not at {closed:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,20 +507,46 @@ async fn writes_need_the_token_when_one_is_configured() {
     let dir = crate::harness::TempDir::new("token");
     let token_file = dir.0.join("admin.token");
     std::fs::write(&token_file, "s3cret-token\n").expect("token");
-    let body = format!("[admin]\ntoken_file = \"{}\"\n\n{PROBES}{}", token_file.display(), sites(&[("a", 0, SocketAddr::from(([127, 0, 0, 1], port)))]));
+    let body = format!(
+        "[admin]\ntoken_file = \"{}\"\n\n{PROBES}{}",
+        token_file.display(),
+        sites(&[("a", 0, SocketAddr::from(([127, 0, 0, 1], port)))])
+    );
     let proxy = Sitesteer::start(&body).await;
     let put = |auth: Option<&'static str>| {
         let admin = proxy.admin;
         async move {
-            let headers: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
-            request(admin, Method::PUT, "/api/v1/sites/a/weight", &headers, Some("{\"weight\": 5}".into())).await.expect("answer").status
+            let headers: Vec<(&str, &str)> =
+                auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+            request(
+                admin,
+                Method::PUT,
+                "/api/v1/sites/a/weight",
+                &headers,
+                Some("{\"weight\": 5}".into()),
+            )
+            .await
+            .expect("answer")
+            .status
         }
     };
     assert_eq!(put(None).await, 401);
     assert_eq!(put(Some("Bearer wrong")).await, 401);
     assert_eq!(put(Some("Bearer s3cret-token")).await, 200);
-    assert_eq!(request(proxy.admin, Method::POST, "/api/v1/reload", &[], None).await.expect("answer").status, 401);
-    assert_eq!(get(proxy.admin, "/api/v1/sites").await.expect("reads are open").status, 200);
+    assert_eq!(
+        request(proxy.admin, Method::POST, "/api/v1/reload", &[], None)
+            .await
+            .expect("answer")
+            .status,
+        401
+    );
+    assert_eq!(
+        get(proxy.admin, "/api/v1/sites")
+            .await
+            .expect("reads are open")
+            .status,
+        200
+    );
     let (code, _, err) = ctl(proxy.admin, None, &["drain", "a"]);
     assert_eq!(code, 1);
     assert!(err.contains("Authorization: Bearer"), "{err}");
@@ -353,7 +558,11 @@ fn a_public_admin_listener_without_a_token_is_refused() {
     let dir = crate::harness::TempDir::new("public");
     let config = dir.0.join("c.toml");
     std::fs::write(&config, "[listen]\nadmin = \"0.0.0.0:9900\"\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n").expect("config");
-    let out = Command::new(binary()).args(["run", "-c"]).arg(&config).output().expect("run");
+    let out = Command::new(binary())
+        .args(["run", "-c"])
+        .arg(&config)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.token_file"));
 }

@@ -341,11 +341,12 @@ impl DemoSite {
     pub async fn start_with_tcp(name: &str, port: u16, tcp_port: u16) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let tcp = SocketAddr::from(([127, 0, 0, 1], tcp_port));
+        let log = std::env::temp_dir().join(format!("sitesteer-e2e-demo-{name}-{port}.log"));
         let child = Command::new(binary())
             .args(["demo-site", "--name", name, "--http", &addr.to_string()])
             .args(["--tcp", &tcp.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("demo site log"))
             .spawn()
             .expect("spawn demo site");
         let site = Self {
@@ -353,12 +354,16 @@ impl DemoSite {
             addr,
             proc: Proc { child },
         };
-        wait_until(Duration::from_secs(10), || async {
+        let up = wait_until(Duration::from_secs(10), || async {
             get(addr, "/health").await.is_ok_and(|r| r.status == 200)
                 && TcpStream::connect(tcp).await.is_ok()
         })
-        .await
-        .unwrap_or_else(|| panic!("demo site {name} (with tcp) did not start"));
+        .await;
+        let said = std::fs::read_to_string(&log).unwrap_or_default();
+        let _ = std::fs::remove_file(&log);
+        if up.is_none() {
+            panic!("demo site {name} on {addr} and {tcp} did not start:\n{said}");
+        }
         site
     }
 }

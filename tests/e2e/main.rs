@@ -5,7 +5,16 @@ mod pyenv;
 mod traffic;
 
 mod admin;
+mod browser;
+mod chaos;
+mod cluster;
 mod config_check;
+mod dns;
+mod drill;
 mod failover;
+mod hostile;
+mod netns;
 mod probes;
+mod restart;
+mod tls;
 mod transports;

@@ -2,14 +2,12 @@
 //! TCP and HTTP look fine. 2025-11-25 servers get `initialize`, `notifications/initialized`,
 //! `ping` and a `DELETE` of the session; 2026-07-28 servers get `server/discover`.
 
-use std::net::SocketAddr;
-
 use bytes::Bytes;
 use hyper::Method;
 use serde_json::{json, Value};
 use sitesteer_config::McpProtocol;
 
-use super::client::{request, Answer};
+use super::client::{request_via as request, Answer, Dial};
 use crate::observation::Failure;
 
 /// The protocol version a sessions-style probe announces.
@@ -22,7 +20,7 @@ pub type McpFailure = (Failure, Option<String>);
 
 /// Runs one MCP probe. `learned` remembers, for `Auto`, which protocol the site speaks.
 pub async fn probe(
-    addr: SocketAddr,
+    addr: &Dial,
     path: &str,
     host: &str,
     protocol: McpProtocol,
@@ -116,7 +114,7 @@ fn result_of(answer: &Answer, id: u64) -> Result<Value, McpFailure> {
 /// Where an MCP probe talks to.
 #[derive(Clone, Copy)]
 struct Target<'a> {
-    addr: SocketAddr,
+    addr: &'a Dial,
     path: &'a str,
     host: &'a str,
 }

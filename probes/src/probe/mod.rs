@@ -37,6 +37,8 @@ pub struct ProbeTarget {
     pub addr: SocketAddr,
     /// The `Host` header sent.
     pub host: String,
+    /// How to reach `addr`: plain, or TLS for `[site.tls]` sites.
+    pub dial: client::Dial,
 }
 
 /// Every (site, probe) pair of `config`.
@@ -57,6 +59,10 @@ pub fn targets(config: &Config) -> Vec<ProbeTarget> {
                 spec: spec.clone(),
                 addr,
                 host: site.host.clone().unwrap_or_else(|| addr.to_string()),
+                dial: match (&site.tls, site.tls_server_name(addr)) {
+                    (Some(tls), Some(name)) => client::Dial::tls(addr, &name, &tls.ca_file),
+                    _ => client::Dial::plain(addr),
+                },
             });
         }
     }
@@ -162,7 +168,7 @@ pub async fn check(
         }
         ProbeKind::Mcp => {
             mcp::probe(
-                target.addr,
+                &target.dial,
                 &spec.path,
                 &target.host,
                 spec.mcp_protocol,
@@ -177,8 +183,8 @@ pub async fn check(
 
 async fn http(target: &ProbeTarget) -> Result<(), ProbeFailure> {
     let spec = &target.spec;
-    let answer = client::request(
-        target.addr,
+    let answer = client::request_via(
+        &target.dial,
         Method::GET,
         &spec.path,
         &target.host,

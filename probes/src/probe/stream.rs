@@ -9,8 +9,8 @@ use crate::observation::Failure;
 
 /// The SSE probe: `GET path` with `Accept: text/event-stream`, 200, and a first line.
 pub async fn sse(target: &ProbeTarget) -> Result<(), ProbeFailure> {
-    let first = client::first_bytes(
-        target.addr,
+    let first = client::first_bytes_via(
+        &target.dial,
         Method::GET,
         &target.spec.path,
         &target.host,
@@ -38,7 +38,7 @@ pub async fn sse(target: &ProbeTarget) -> Result<(), ProbeFailure> {
 
 /// The WebSocket probe: handshake, one JSON-RPC ping, a matching answer.
 pub async fn ws(target: &ProbeTarget) -> Result<(), ProbeFailure> {
-    client::ws_ping(target.addr, &target.spec.path, &target.host).await
+    client::ws_ping_via(&target.dial, &target.spec.path, &target.host).await
 }
 
 /// Longest answer line read from a TCP endpoint.
@@ -48,7 +48,7 @@ const MAX_LINE: u64 = 64 * 1024;
 pub async fn tcp_ping(target: &ProbeTarget) -> Result<(), ProbeFailure> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
-    let mut stream = client::connect(target.addr).await.map_err(|f| (f, None))?;
+    let mut stream = client::open(&target.dial).await.map_err(|f| (f, None))?;
     stream
         .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
         .await

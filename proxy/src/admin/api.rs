@@ -12,12 +12,13 @@ use axum::Json;
 use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use sitesteer_probes::{SiteState, SiteView};
+use sitesteer_probes::{SiteState, SiteView, Snapshot};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::{error, AdminState};
 use crate::availability::WINDOWS;
+use crate::incidents::Incident;
 use crate::operator::OpError;
 
 /// The actor name recorded for admin API writes.
@@ -37,6 +38,21 @@ fn op_error(e: OpError) -> Response {
             .into_response(),
         OpError::NoConfigFile => error(StatusCode::CONFLICT, e.to_string()),
         OpError::Persist(_) | OpError::ShuttingDown => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        OpError::ClusterConflict => error(StatusCode::CONFLICT, e.to_string()),
+        OpError::ClusterUnavailable | OpError::ClusterUncertain(_) | OpError::ClusterRefused(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+        }
+    }
+}
+
+/// `GET /api/v1/cluster`: every instance's view of the sites, with `[cluster]`.
+pub(super) async fn cluster(State(s): State<AdminState>) -> Response {
+    match s.operator.cluster() {
+        Some(c) => Json(c.report(&s.health).await).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            "this sitesteer runs alone: there is no [cluster] section in its config",
+        ),
     }
 }
 
@@ -50,25 +66,53 @@ fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, Box<Response
     })
 }
 
-fn site_json(s: &AdminState, v: &SiteView, requests: u64) -> Value {
+/// A site as the API shows it: the Snapshot view plus connections, traffic, long-window
+/// availability, and its objectives beside what was measured.
+fn site_json(
+    s: &AdminState,
+    snap: &Snapshot,
+    v: &SiteView,
+    requests: u64,
+    incidents: &[Incident],
+) -> Value {
     let now = Instant::now();
     let mut out = serde_json::to_value(v).unwrap_or(Value::Null);
-    if let Value::Object(map) = &mut out {
-        map.insert("open_connections".into(), json!(s.registry.count(&v.name)));
-        map.insert("requests".into(), json!(requests));
-        for (label, minutes) in WINDOWS {
-            map.insert(
-                format!("availability_{label}"),
-                json!(s.availability.ratio(&v.name, minutes, now)),
-            );
-        }
+    let Value::Object(map) = &mut out else {
+        return out;
+    };
+    map.insert("open_connections".into(), json!(s.registry.count(&v.name)));
+    map.insert("requests".into(), json!(requests));
+    for (label, minutes) in WINDOWS {
         map.insert(
-            "last_change_ms".into(),
-            map.get("changed_at").cloned().unwrap_or(Value::Null),
+            format!("availability_{label}"),
+            json!(s.availability.ratio(&v.name, minutes, now)),
         );
+    }
+    map.insert(
+        "last_change_ms".into(),
+        json!(v
+            .changed_at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)),
+    );
+    map.insert("why".into(), json!(v.reason));
+    if let Some(site) = snap.config.sites.get(v.id) {
+        let o = &site.objectives;
+        let last = incidents.iter().find(|i| i.site == v.name);
         map.insert(
-            "why".into(),
-            map.get("reason").cloned().unwrap_or(Value::Null),
+            "objectives".into(),
+            json!({
+                "shift_time_ms": o.shift_time.as_millis() as u64,
+                "failed_requests": o.failed_requests,
+                "availability": o.availability,
+                "measured": {
+                    "last_shift_ms": last.map(|i| i.shift_ms),
+                    "last_failed_requests": last.map(|i| i.failed_requests),
+                    "last_incident_met": last.map(|i| i.met),
+                    "availability_1d": s.availability.ratio(&v.name, 1440, now),
+                },
+            }),
         );
     }
     out
@@ -77,12 +121,25 @@ fn site_json(s: &AdminState, v: &SiteView, requests: u64) -> Value {
 pub(super) async fn sites(State(s): State<AdminState>) -> Response {
     let snap = s.health.snapshot();
     let requests = s.metrics.requests_by_site();
+    let incidents = s.incidents.list();
     let sites: Vec<Value> = snap
         .sites
         .iter()
-        .map(|v| site_json(&s, v, requests.get(&v.name).copied().unwrap_or(0)))
+        .map(|v| {
+            site_json(
+                &s,
+                &snap,
+                v,
+                requests.get(&v.name).copied().unwrap_or(0),
+                &incidents,
+            )
+        })
         .collect();
-    Json(json!({"version": snap.version, "generation": snap.generation, "panic": crate::observe::in_panic(&snap), "sites": sites})).into_response()
+    let mut out = json!({"version": snap.version, "generation": snap.generation, "panic": crate::observe::in_panic(&snap), "sites": sites});
+    if let Some(c) = s.operator.cluster() {
+        out["cluster"] = c.summary();
+    }
+    Json(out).into_response()
 }
 
 pub(super) async fn site(State(s): State<AdminState>, Path(name): Path<String>) -> Response {
@@ -95,7 +152,7 @@ pub(super) async fn site(State(s): State<AdminState>, Path(name): Path<String>) 
                 .get(&name)
                 .copied()
                 .unwrap_or(0);
-            Json(site_json(&s, v, requests)).into_response()
+            Json(site_json(&s, &snap, v, requests, &s.incidents.list())).into_response()
         }
         None => error(StatusCode::NOT_FOUND, format!("unknown site {name:?}")),
     }
@@ -247,6 +304,42 @@ pub(super) async fn metrics(State(s): State<AdminState>) -> Response {
     let snap = s.health.snapshot();
     s.metrics.observe_snapshot(&snap);
     let now = Instant::now();
+    let incidents = s.incidents.list();
+    for (view, site) in snap.sites.iter().zip(&snap.config.sites) {
+        let last = incidents.iter().find(|i| i.site == view.name);
+        let o = &site.objectives;
+        let availability = s.availability.ratio(&view.name, 1440, now);
+        let rows = [
+            (
+                "shift_time_seconds",
+                o.shift_time.as_secs_f64(),
+                last.map(|i| i.shift_ms as f64 / 1000.0),
+            ),
+            (
+                "failed_requests",
+                o.failed_requests as f64,
+                last.map(|i| i.failed_requests as f64),
+            ),
+            ("availability", o.availability, Some(availability)),
+        ];
+        for (name, target, measured) in rows {
+            let g = |value: &str| {
+                s.metrics
+                    .objectives
+                    .with_label_values(&[view.name.as_str(), name, value])
+            };
+            g("target").set(target);
+            if let Some(m) = measured {
+                g("measured").set(m);
+                let met = if name == "availability" {
+                    m >= target
+                } else {
+                    m <= target
+                };
+                g("met").set(f64::from(u8::from(met)));
+            }
+        }
+    }
     for site in &snap.sites {
         for (label, minutes) in WINDOWS {
             s.metrics.set_availability(
@@ -265,4 +358,61 @@ pub(super) async fn metrics(State(s): State<AdminState>) -> Response {
 
 pub(super) async fn incidents(State(s): State<AdminState>) -> Response {
     Json(json!({"incidents": s.incidents.list()})).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultBody {
+    fault: Option<sitesteer_probes::overrides::Fault>,
+}
+
+pub(super) async fn fault(
+    State(s): State<AdminState>,
+    Path(name): Path<String>,
+    bytes: Bytes,
+) -> Response {
+    let b: FaultBody = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    s.operator
+        .set_fault(&name, b.fault, ACTOR)
+        .await
+        .map_or_else(op_error, view_or_ok)
+}
+
+pub(super) async fn info(State(s): State<AdminState>) -> Response {
+    let snap = s.health.snapshot();
+    let l = &snap.config.listen;
+    Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "listen": {"http": l.http, "tcp": l.tcp, "dns": l.dns, "admin": l.admin},
+        "generation": snap.generation,
+    }))
+    .into_response()
+}
+
+pub(super) async fn record_drill(State(s): State<AdminState>, bytes: Bytes) -> Response {
+    let report: crate::drill::DrillReport = match body(&bytes) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let incident = s.incidents.record_drill(&report);
+    s.events.push(
+        crate::events::NewEvent::new(
+            crate::events::EventKind::System,
+            "drill",
+            format!(
+                "drill of {} ({}): shift {}ms, {} of {} requests failed, objectives {}",
+                report.site,
+                report.mode,
+                report.shift_ms.map_or("n/a".to_string(), |v| v.to_string()),
+                report.failed,
+                report.requests,
+                if report.met { "met" } else { "NOT met" }
+            ),
+        )
+        .site(&report.site),
+    );
+    Json(json!({"ok": true, "incident": incident})).into_response()
 }

@@ -70,7 +70,13 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/v1/events", get(api::events))
         .route("/api/v1/events/stream", get(api::event_stream))
         .route("/api/v1/reload", post(api::reload))
-        .route("/api/v1/incidents", get(api::incidents))
+        .route(
+            "/api/v1/incidents",
+            get(api::incidents).post(api::record_drill),
+        )
+        .route("/api/v1/sites/{name}/fault", post(api::fault))
+        .route("/api/v1/info", get(api::info))
+        .route("/api/v1/cluster", get(api::cluster))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(DefaultBodyLimit::max(MAX_BODY))

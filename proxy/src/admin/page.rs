@@ -22,6 +22,7 @@ const PAGE: &str = r##"<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>sitesteer status</title>
+<link rel="icon" href="data:,">
 <style>
 :root { --bg:#f6f7f9; --card:#fff; --fg:#1b1f24; --muted:#5b6570; --line:#dde1e6;
   --up:#1a7f37; --degraded:#b35900; --down:#c62828; --drained:#6b5bd2; --maintenance:#57606a; }
@@ -57,6 +58,9 @@ button:hover { border-color:var(--muted); }
 .events li:last-child { border-bottom:0; }
 .pill { font-size:.72rem; padding:0 .35rem; border:1px solid var(--line); border-radius:4px; margin-right:.35rem; }
 #conn.live { color:var(--up); } #conn.lost { color:var(--down); }
+.objectives { font-size:.78rem; color:var(--muted); margin:.2rem 0; overflow-wrap:anywhere; }
+@media (max-width: 600px) { .events ol { max-height:none; } main { padding:.75rem; } }
+.banner { margin:0; padding:.6rem 1.25rem; background:var(--down); color:#fff; font-weight:600; }
 </style>
 </head>
 <body>
@@ -67,6 +71,8 @@ button:hover { border-color:var(--muted); }
   <span style="flex:1"></span>
   <button id="token-btn" type="button">Set admin token</button>
 </header>
+<p class="banner" id="cluster-banner" role="alert" hidden></p>
+<p class="banner" id="panic-banner" role="alert" hidden>PANIC MODE: no site is up or degraded; traffic spreads over every site not in maintenance.</p>
 <main>
   <section class="sites" id="sites" aria-live="polite"></section>
   <section class="events"><h2 style="font-size:1rem;margin:.3rem 0">Recent events</h2><ol id="events"></ol></section>
@@ -88,23 +94,36 @@ function spark(values) {
   const pts = values.map((v, i) => `${(i / (values.length - 1) * 100).toFixed(1)},${(28 - v / max * 26).toFixed(1)}`).join(" ");
   return `<svg class="spark" viewBox="0 0 100 30" preserveAspectRatio="none" role="img" aria-label="latency"><polyline points="${pts}"/></svg>`;
 }
+function objectives(o) {
+  if (!o) return "–";
+  const m = o.measured || {};
+  const mark = (ok) => ok === null || ok === undefined ? "" : (ok ? " ✓" : " ✗");
+  const shift = m.last_shift_ms == null ? "no failover yet" : `last ${m.last_shift_ms} ms${mark(m.last_shift_ms <= o.shift_time_ms)}`;
+  const failed = m.last_failed_requests == null ? "" : ` · failed ≤ ${o.failed_requests}: last ${m.last_failed_requests}${mark(m.last_failed_requests <= o.failed_requests)}`;
+  const avail = `${(100 * m.availability_1d).toFixed(3)}% / ${(100 * o.availability).toFixed(3)}%${mark(m.availability_1d >= o.availability)}`;
+  return `objectives: shift ≤ ${o.shift_time_ms} ms (${shift})${failed} · availability ${avail}`;
+}
 async function act(site, action) {
   const headers = {"content-type": "application/json"};
   if (token()) headers.authorization = "Bearer " + token();
   const r = await fetch(`/api/v1/sites/${encodeURIComponent(site)}/${action}`, {method: "POST", headers});
-  if (!r.ok) { const b = await r.json().catch(() => ({})); alert(`${action} ${site}: ${b.error || r.status}`); }
+  if (!r.ok) { const b = await r.json().catch(() => ({})); alert(`${action} ${site}: ${String(b.error || r.status).replace(/`/g, "")}`); }
   refresh();
 }
 async function refresh() {
   let data;
   try { data = await (await fetch("/api/v1/sites", {cache: "no-store"})).json(); } catch (e) { $("summary").textContent = "admin API unreachable"; return; }
   const total = data.sites.reduce((n, s) => n + Math.max(0, s.requests - (lastRequests[s.name] ?? s.requests)), 0);
-  $("summary").textContent = `${data.sites.length} sites · snapshot v${data.version}` + (data.panic ? " · PANIC MODE" : "");
+  $("panic-banner").hidden = !data.panic;
+  $("summary").textContent = `${data.sites.length} sites · snapshot v${data.version}` + (data.cluster ? ` · fleet member ${data.cluster.instance}` : "");
+  const banner = $("cluster-banner");
+  banner.hidden = !(data.cluster && !data.cluster.connected);
+  if (!banner.hidden) banner.textContent = `The cluster store is unreachable${data.cluster.error ? " (" + data.cluster.error + ")" : ""}: serving the last known operator state; changes are refused until it returns.`;
   $("sites").innerHTML = data.sites.map((s) => {
     const h = (history[s.name] ||= []);
     h.push(s.latency_ewma_ms); if (h.length > 60) h.shift();
     const delta = Math.max(0, s.requests - (lastRequests[s.name] ?? s.requests));
-    const share = total > 0 ? (100 * delta / total).toFixed(0) + "%" : "–";
+    const share = total > 0 ? (100 * delta / total).toFixed(0) + "% now" : "idle now";
     const drainBtn = s.state === "drained"
       ? `<button type="button" data-site="${esc(s.name)}" data-act="undrain">Undrain</button>`
       : `<button type="button" data-site="${esc(s.name)}" data-act="drain">Drain</button>`;
@@ -119,6 +138,7 @@ async function refresh() {
         <dt>traffic</dt><dd>${share} · ${s.requests} total · ${s.open_connections} open</dd>
         <dt>availability</dt><dd>${(100 * s.availability_1h).toFixed(3)}% (1h)</dd>
       </dl>
+      <div class="objectives">${objectives(s.objectives)}</div>
       ${spark(h)}
       <div class="why">${esc(s.reason)}</div>
       <div style="margin-top:.4rem">${drainBtn}</div>
@@ -132,7 +152,7 @@ $("sites").addEventListener("click", (e) => {
 });
 function showEvent(ev, prepend) {
   const li = document.createElement("li");
-  const when = new Date(ev.at_ms).toLocaleTimeString();
+  const when = new Date(ev.at_ms).toISOString().slice(11, 23) + "Z";
   const change = ev.from || ev.to ? ` ${esc(ev.from)} → ${esc(ev.to)}` : "";
   li.innerHTML = `<span class="pill">${esc(ev.kind)}</span><b>${esc(ev.site || "")}</b>${change} <span class="muted">${when} · ${esc(ev.reason)}</span>`;
   const list = $("events");

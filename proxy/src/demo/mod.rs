@@ -65,7 +65,7 @@ pub fn demo_config_text(args: &DemoArgs, state_dir: &Path) -> String {
     let mut text = format!(
         "state_file = \"{state}/state.json\"\n\n[listen]\nhttp = \"{}\"\ntcp = \"{}\"\nadmin = \"{}\"\n\n\
          [proxy]\nsession_key_file = \"{state}/session.key\"\n\n[health]\nrise = 2\nfall = 2\n\n\
-         [[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n\
+         [[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\n\n\
          [[probe]]\nkind = \"mcp\"\npath = \"/mcp\"\ninterval = \"250ms\"\ntimeout = \"200ms\"\nmcp_protocol = \"2025-11-25\"\n\n\
          [[probe]]\nkind = \"mcp\"\nendpoint = \"tcp\"\ninterval = \"250ms\"\ntimeout = \"200ms\"\n",
         args.http,

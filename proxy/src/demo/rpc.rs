@@ -202,7 +202,7 @@ fn expects_answer(message: &Value) -> bool {
 /// [`Mode::Badrpc`], the real answer otherwise.
 pub(super) fn respond(state: &SiteState, mode: Mode, message: Value) -> Option<Value> {
     match mode {
-        Mode::Hang => None,
+        Mode::Hang | Mode::Drop => None,
         Mode::Error => expects_answer(&message).then(|| {
             let id = match message.get("id") {
                 Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
@@ -215,6 +215,12 @@ pub(super) fn respond(state: &SiteState, mode: Mode, message: Value) -> Option<V
     }
 }
 
+/// Whether the site's mode says to cut a message-oriented connection (a
+/// WebSocket, a TCP connection) instead of answering ([`Mode::Drop`]).
+pub(super) fn closes_connection(state: &SiteState) -> bool {
+    state.control().mode == Mode::Drop
+}
+
 /// Answers one raw message of a message-oriented transport (a WebSocket
 /// frame, a TCP line) under the site's current mode: [`Mode::Slow`] delays
 /// it, [`Mode::Hang`] swallows it, and bad JSON gets a parse error.
@@ -225,6 +231,8 @@ pub(super) async fn handle_in_mode(state: &SiteState, bytes: &[u8]) -> Option<Va
             tracing::debug!(site = %state.name, "not answering a message (hang mode)");
             return None;
         }
+        // The transports close the connection themselves (see `closes_connection`).
+        Mode::Drop => return None,
         Mode::Slow => {
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(control.delay_ms)) => {}

@@ -50,6 +50,11 @@ const SITE_HEADER: HeaderName = HeaderName::from_static("x-demo-site");
 const DEFAULT_DELAY_MS: u64 = 200;
 /// Path of the control endpoint, which is exempt from the mode.
 const CONTROL_PATH: &str = "/control";
+/// The body length [`Mode::Drop`] promises, of which it sends only a part.
+const DROP_PROMISED_BYTES: usize = 1024;
+/// How long [`Mode::Drop`] waits after the first bytes before cutting the
+/// connection, so that the headers and those bytes are on the wire first.
+const DROP_PAUSE: Duration = Duration::from_millis(20);
 
 /// How a demo site misbehaves, set through its control endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -71,6 +76,10 @@ pub enum Mode {
     /// malformed JSON-RPC answer: what an `mcp` probe must catch and an `http`
     /// probe cannot.
     Badrpc,
+    /// Close connections mid-response: an HTTP answer gets its headers and
+    /// the first bytes of its body, then the connection is cut; WebSocket and
+    /// TCP connections are closed on their next message.
+    Drop,
 }
 
 /// Configuration of one demo site: its name and the addresses to listen on.
@@ -322,6 +331,7 @@ async fn site_layer(State(state): State<Arc<SiteState>>, req: Request, next: Nex
                 state.shutting_down().await;
                 shutting_down_response()
             }
+            Mode::Drop => dropped_response(),
         }
     };
     response
@@ -336,6 +346,24 @@ fn shutting_down_response() -> Response {
         Json(json!({ "error": "demo site shutting down" })),
     )
         .into_response()
+}
+
+/// The answer of [`Mode::Drop`]: headers promising [`DROP_PROMISED_BYTES`]
+/// bytes, a few of them, then a body error that makes the server cut the
+/// connection mid-response.
+fn dropped_response() -> Response {
+    use futures_util::stream::{self, StreamExt};
+    let first = stream::once(async { Ok(Bytes::from_static(b"{\"partial\":\"")) });
+    let cut = stream::once(async {
+        tokio::time::sleep(DROP_PAUSE).await;
+        Err(std::io::Error::other("connection dropped mid-response (drop mode)"))
+    });
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, "application/json")
+        .header(axum::http::header::CONTENT_LENGTH, DROP_PROMISED_BYTES)
+        .body(axum::body::Body::from_stream(first.chain(cut)))
+        .unwrap_or_else(|_| shutting_down_response())
 }
 
 fn json_bytes(body: Bytes) -> Response {
@@ -456,6 +484,60 @@ mod tests {
             site.stop().await;
             let reply = hung.await.expect("join");
             assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        })
+        .await
+        .expect("test timed out");
+    }
+
+    #[tokio::test]
+    async fn drop_cuts_http_answers_and_tcp_connections_mid_way() {
+        use http_body_util::BodyExt;
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+        tokio::time::timeout(TEST_TIMEOUT, async {
+            let site = TestSite::start_with("epsilon", true).await;
+            send(site.addr, "POST", "/control", &[], r#"{"mode":"drop"}"#).await;
+
+            // HTTP: the headers and the first bytes arrive, then the connection is cut.
+            let stream = tokio::net::TcpStream::connect(site.addr)
+                .await
+                .expect("connect");
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .expect("handshake");
+            tokio::spawn(conn);
+            let request = hyper::Request::get("/health")
+                .header("host", site.addr.to_string())
+                .body(http_body_util::Empty::<Bytes>::new())
+                .expect("request");
+            let response = sender.send_request(request).await.expect("headers arrive");
+            assert_eq!(response.status(), StatusCode::OK);
+            assert_eq!(response.headers()["x-demo-site"], "epsilon");
+            assert_eq!(response.headers()["content-length"], "1024");
+            let body = response.into_body().collect().await;
+            assert!(body.is_err(), "the body must be cut short");
+
+            // TCP: the connection closes instead of answering.
+            let tcp = tokio::net::TcpStream::connect(site.tcp.expect("tcp"))
+                .await
+                .expect("connect tcp");
+            let mut reader = tokio::io::BufReader::new(tcp);
+            reader
+                .get_mut()
+                .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
+                .await
+                .expect("write");
+            let mut line = String::new();
+            let read = reader.read_line(&mut line).await.unwrap_or(0);
+            assert_eq!(read, 0, "closed without an answer, got {line:?}");
+
+            // The control endpoint is exempt and brings the site back.
+            send(site.addr, "POST", "/control", &[], r#"{"mode":"ok"}"#).await;
+            assert_eq!(
+                send(site.addr, "GET", "/health", &[], "").await.status,
+                StatusCode::OK
+            );
+            site.stop().await;
         })
         .await
         .expect("test timed out");

@@ -140,6 +140,10 @@ async fn serve_connection(state: Arc<SiteState>, stream: TcpStream, peer: Socket
             continue;
         }
         state.transports.count_message(Transport::Tcp);
+        if rpc::closes_connection(&state) {
+            tracing::debug!(site = %state.name, %peer, "cutting a tcp connection (drop mode)");
+            break;
+        }
         let Some(reply) = rpc::handle_in_mode(&state, &line).await else {
             continue;
         };

@@ -58,6 +58,10 @@ async fn serve_socket(state: Arc<SiteState>, mut socket: WebSocket) {
             }
         };
         state.transports.count_message(Transport::Ws);
+        if rpc::closes_connection(&state) {
+            tracing::debug!(site = %state.name, "cutting a websocket (drop mode)");
+            break;
+        }
         let Some(reply) = rpc::handle_in_mode(&state, &bytes).await else {
             continue;
         };

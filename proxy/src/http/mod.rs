@@ -22,6 +22,7 @@ use sitesteer_probes::{Failure, HealthHandle, Observation, Snapshot, Source};
 use tokio::time::Instant;
 
 use crate::conns::{self, Closer, Registration, Registry, Transport};
+use crate::limits;
 use crate::mcp;
 use crate::metrics::Metrics;
 use crate::session::SessionCodec;
@@ -43,6 +44,7 @@ pub struct HttpProxy {
     registry: Arc<Registry>,
     codec: SessionCodec,
     tools: Arc<ToolCatalog>,
+    tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl HttpProxy {
@@ -60,7 +62,14 @@ impl HttpProxy {
             registry,
             codec,
             tools,
+            tls: None,
         }
+    }
+
+    /// Reaches `[site.tls]` sites over TLS with the CAs in `tls`.
+    pub fn with_tls(mut self, tls: Arc<crate::tls::Tls>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 }
 
@@ -80,6 +89,9 @@ pub struct RequestState {
     safe_to_repeat: Option<bool>,
     tools_answer: Option<Vec<u8>>,
     endpoint_search: Option<usize>,
+    body_bytes: u64,
+    /// Counts the request for the drain on shutdown and upgrade.
+    _in_flight: crate::restart::InFlight,
 }
 
 fn failure_of(e: &Error) -> Failure {
@@ -87,9 +99,11 @@ fn failure_of(e: &Error) -> Failure {
         ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
             Failure::Timeout
         }
-        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
-            Failure::Connect
-        }
+        ErrorType::ConnectRefused
+        | ErrorType::ConnectNoRoute
+        | ErrorType::ConnectError
+        | ErrorType::TLSHandshakeFailure
+        | ErrorType::InvalidCert => Failure::Connect,
         ErrorType::HTTPStatus(code) => Failure::Status(*code),
         _ => Failure::Reset,
     }
@@ -204,6 +218,31 @@ impl HttpProxy {
     }
 }
 
+impl HttpProxy {
+    /// Whether an upstream answer of `status` is dropped and the request retried on another
+    /// site: a 500, 502, 503 or 504 (the statuses of HAProxy's `retry-on
+    /// all-retryable-errors`) to a request that is safe to repeat, not bound to a session,
+    /// with a try left and another site to take it. Otherwise the site's own answer passes
+    /// through, so that with every site failing the client still gets a real answer.
+    fn retry_on_status(&self, session: &Session, ctx: &mut RequestState, status: u16) -> bool {
+        if !matches!(status, 500 | 502 | 503 | 504)
+            || ctx.long_lived.is_some()
+            || ctx.affinity.is_some()
+        {
+            return false;
+        }
+        let Some(retries) = ctx.snapshot.as_ref().map(|s| s.config.proxy.retries) else {
+            return false;
+        };
+        if ctx.tried.len() > retries || ctx.tried.len() >= Tried::CAP {
+            return false;
+        }
+        let mut next = RequestCtx::new(ctx.kind, ctx.random);
+        next.tried = ctx.tried;
+        steer::choose(&self.health.snapshot(), &next).is_some() && self.safe_to_repeat(session, ctx)
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for HttpProxy {
     type CTX = RequestState;
@@ -224,11 +263,28 @@ impl ProxyHttp for HttpProxy {
             safe_to_repeat: None,
             tools_answer: None,
             endpoint_search: None,
+            body_bytes: 0,
+            _in_flight: crate::restart::InFlight::start(),
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let snapshot = self.health.snapshot();
+        let limits = &snapshot.config.limits;
+        let declared = session.req_header().headers.get("content-length");
+        if limits::declared_body_over(declared.map(|v| v.as_bytes()), limits) {
+            self.metrics
+                .refused
+                .with_label_values(&["http", "body_bytes"])
+                .inc();
+            // Never drain a body this large to keep the connection.
+            session.set_keepalive(None);
+            return respond_json(session, 413, limits::fail_body(413).unwrap_or_default()).await;
+        }
+        if !session.is_upgrade_req() {
+            // Slowloris on the body; WebSocket frames keep pingora's own read timeout.
+            session.set_read_timeout(Some(limits.body_timeout));
+        }
         let req = session.req_header();
         let Some(route) = snapshot.config.route_for(req.uri.path()) else {
             return respond_json(session, 404, br#"{"error":"no route for this path"}"#).await;
@@ -292,18 +348,33 @@ impl ProxyHttp for HttpProxy {
                     .unwrap_or(usize::MAX),
             );
         }
-        let Some(choice) = steer::choose(&snapshot, &req) else {
-            if ctx.affinity.is_some() {
+        let choice = loop {
+            let Some(choice) = steer::choose(&snapshot, &req) else {
+                if ctx.affinity.is_some() {
+                    return Err(Error::explain(
+                        ErrorType::HTTPStatus(404),
+                        "the session's site is out of service",
+                    ));
+                }
+                self.metrics.unroutable.inc();
                 return Err(Error::explain(
-                    ErrorType::HTTPStatus(404),
-                    "the session's site is out of service",
+                    ErrorType::HTTPStatus(503),
+                    "no site can take this request",
                 ));
+            };
+            if !blackholed(&snapshot, choice.site) {
+                break choice;
             }
-            self.metrics.unroutable.inc();
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(503),
-                "no site can take this request",
-            ));
+            // A drill's blackhole: the connect "fails" at once and is retried elsewhere.
+            ctx.site = Some(choice.site);
+            ctx.snapshot = Some(snapshot.clone());
+            self.report(ctx, Err(Failure::Connect));
+            self.metrics
+                .retries
+                .with_label_values(&[snapshot.sites[choice.site].name.as_str()])
+                .inc();
+            req.tried.push(choice.site);
+            ctx.tried.push(choice.site);
         };
         if choice.mode == Mode::Panic {
             self.metrics.panic_decisions.inc();
@@ -314,7 +385,22 @@ impl ProxyHttp for HttpProxy {
         ctx.site = Some(choice.site);
         ctx.tried.push(choice.site);
         let proxy = &snapshot.config.proxy;
-        let mut peer = HttpPeer::new(choice.addr, false, String::new());
+        let site_tls = self.tls.as_ref().and_then(|tls| {
+            let site = snapshot.config.sites.get(choice.site)?;
+            tls.http_peer(site, choice.addr)
+        });
+        let mut peer = match site_tls {
+            // `[site.tls]`: SNI and verification against the site's CA (chain and name).
+            Some(t) => {
+                let mut peer = HttpPeer::new(choice.addr, true, t.sni);
+                peer.options.verify_cert = true;
+                peer.options.verify_hostname = true;
+                peer.options.ca = Some(t.ca);
+                peer.group_key = t.group_key;
+                peer
+            }
+            None => HttpPeer::new(choice.addr, false, String::new()),
+        };
         peer.options.connection_timeout = Some(proxy.connect_timeout);
         peer.options.total_connection_timeout = Some(proxy.connect_timeout);
         if ctx.long_lived.is_none() {
@@ -361,6 +447,25 @@ impl ProxyHttp for HttpProxy {
         }
         if let Some(Affinity::Session(bound)) = &ctx.affinity {
             upstream_request.insert_header(SESSION_HEADER, bound.upstream.as_str())?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if self.retry_on_status(session, ctx, status) {
+            // Nothing reached the client yet: error_while_proxy reports the failure and
+            // marks the error retryable, and pingora sends the request to the next site.
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(status),
+                "the site answered a server error; retrying on another site",
+            )
+            .into_up());
         }
         Ok(())
     }
@@ -440,6 +545,59 @@ impl ProxyHttp for HttpProxy {
         Ok(None)
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        // WebSocket frames after the upgrade are a stream, not a body.
+        if ctx.long_lived == Some(Transport::Ws) {
+            return Ok(());
+        }
+        ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
+        let max = ctx
+            .snapshot
+            .as_ref()
+            .map_or(u64::MAX, |s| s.config.limits.max_body_bytes);
+        if ctx.body_bytes > max {
+            self.metrics
+                .refused
+                .with_label_values(&["http", "body_bytes"])
+                .inc();
+            tracing::debug!(
+                received = ctx.body_bytes,
+                limit = max,
+                "request body over limits.max_body_bytes"
+            );
+            return Err(limits::body_too_large());
+        }
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut Self::CTX,
+    ) -> pingora::proxy::FailToProxy {
+        let code = limits::fail_status(e);
+        if code > 0 {
+            let body = limits::fail_body(code).map(Bytes::from_static);
+            if let Err(e) = session
+                .respond_error_with_body(code, body.unwrap_or_default())
+                .await
+            {
+                tracing::debug!(error = %e, code, "could not answer a failed request");
+            }
+        }
+        pingora::proxy::FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
     fn fail_to_connect(
         &self,
         _session: &mut Session,
@@ -461,7 +619,12 @@ impl ProxyHttp for HttpProxy {
         _client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        if e.esource() == &pingora::ErrorSource::Upstream && ctx.long_lived.is_none() {
+        // A WebSocket upgrade or SSE stream whose site failed before any answer reached the
+        // client (a dead pooled connection, a reset) is as safe to send elsewhere as any GET.
+        let not_started = session.response_written().is_none();
+        if e.esource() == &pingora::ErrorSource::Upstream
+            && (ctx.long_lived.is_none() || not_started)
+        {
             self.report(ctx, Err(failure_of(&e)));
             let safe = self.safe_to_repeat(session, ctx);
             self.decide_retry(ctx, &mut e, safe);
@@ -493,7 +656,7 @@ impl ProxyHttp for HttpProxy {
                 .with_label_values(&[site.as_str(), mcp::method_label(method)])
                 .inc();
         }
-        if e.is_some() && code != 404 {
+        if e.is_some() && !matches!(code, 404 | 408 | 413) {
             self.metrics
                 .failed_requests
                 .with_label_values(&[site.as_str()])
@@ -516,6 +679,14 @@ impl ProxyHttp for HttpProxy {
             self.report(ctx, outcome);
         }
     }
+}
+
+/// Whether a drill blackholes `site` (its connects fail without reaching it).
+pub fn blackholed(snapshot: &Snapshot, site: usize) -> bool {
+    snapshot
+        .sites
+        .get(site)
+        .is_some_and(|s| s.fault == Some(sitesteer_probes::overrides::Fault::Blackhole))
 }
 
 fn of_request_headers(

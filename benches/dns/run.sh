@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# DNS benchmark: sitesteer's authoritative DNS against gdnsd (multifo + http_status) and
+# PowerDNS Authoritative (bind backend, one LUA `ifportup` record), all serving the same
+# health-checked name (api.mcp.test. -> the up addresses of three demo sites on
+# 127.0.0.1-3) on loopback ports, measured with dnsperf in interleaved rounds.
+#
+#   bash benches/dns/run.sh            # ROUNDS=3 DURATION=8 RATE=5000 by default
+#
+# Each server is pinned to CPU 1 and dnsperf to CPU 0 (equal budgets on a 2-core box); each
+# server runs with one UDP listener thread. Per round and server: a throughput run (dnsperf
+# unthrottled, 100 queries outstanding) and a latency run (throttled to RATE qps). Reported:
+# the median of the rounds and sitesteer's ratio to each competitor.
+# Missing tools are installed with apt-get (dnsperf, gdnsd, pdns-server, pdns-backend-bind).
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+RATE=${RATE:-5000}
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+WORK=$(mktemp -d /tmp/sitesteer-dnsbench.XXXXXX)
+SITE_PORT=${SITE_PORT:-18181}
+HTTP_PORT=18180 ADMIN_PORT=18190
+SITESTEER_PORT=15301 GDNSD_PORT=15302 PDNS_PORT=15303
+PIDS=()
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { # command package
+  command -v "$1" >/dev/null 2>&1 && return
+  echo "installing $2" >&2
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "$2" >&2
+}
+need dnsperf dnsperf
+need dig dnsutils
+need gdnsd gdnsd
+need pdns_server pdns-server
+[ -e /usr/lib/x86_64-linux-gnu/pdns/libbindbackend.so ] || ls /usr/lib/*/pdns/libbindbackend.so >/dev/null 2>&1 || need /nonexistent pdns-backend-bind
+
+for port in $SITE_PORT $HTTP_PORT $ADMIN_PORT $SITESTEER_PORT $GDNSD_PORT $PDNS_PORT; do
+  if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is in use" >&2; exit 1; fi
+done
+
+(cd "$ROOT" && cargo build --release -q -p sitesteer)
+BIN=$ROOT/target/release/sitesteer
+
+fill() { # template -> output
+  sed -e "s|@WORK@|$WORK|g" -e "s|@SITE_PORT@|$SITE_PORT|g" -e "s|@HTTP_PORT@|$HTTP_PORT|g" \
+      -e "s|@ADMIN_PORT@|$ADMIN_PORT|g" -e "s|@SITESTEER_PORT@|$SITESTEER_PORT|g" \
+      -e "s|@GDNSD_PORT@|$GDNSD_PORT|g" -e "s|@PDNS_PORT@|$PDNS_PORT|g" "$1" > "$2"
+}
+mkdir -p "$WORK/gdnsd/zones"
+fill "$HERE/sitesteer.toml" "$WORK/sitesteer.toml"
+fill "$HERE/gdnsd/config" "$WORK/gdnsd/config"
+cp "$HERE/gdnsd/zones/mcp.test" "$WORK/gdnsd/zones/mcp.test"
+fill "$HERE/pdns/pdns.conf" "$WORK/pdns.conf"
+fill "$HERE/pdns/named.conf" "$WORK/named.conf"
+fill "$HERE/pdns/mcp.test.zone" "$WORK/mcp.test.zone"
+
+# Three demo sites, on 127.0.0.1-3 (the addresses every server hands out and health-checks).
+for i in 1 2 3; do
+  "$BIN" demo-site --name "s$i" --http "127.0.0.$i:$SITE_PORT" >"$WORK/site$i.log" 2>&1 &
+  PIDS+=($!)
+done
+
+# sitesteer's per-query log lines are at info (hickory); the benchmark runs at warn.
+RUST_LOG=warn taskset -c 1 "$BIN" run -c "$WORK/sitesteer.toml" >"$WORK/sitesteer.log" 2>&1 &
+PIDS+=($!)
+taskset -c 1 gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd.log" 2>&1 &
+PIDS+=($!)
+taskset -c 1 pdns_server --config-dir="$WORK" >"$WORK/pdns.log" 2>&1 &
+PIDS+=($!)
+
+answers() { dig @127.0.0.1 -p "$1" +short +tries=1 +time=1 api.mcp.test A 2>/dev/null | sort | tr '\n' ' '; }
+declare -A PORT=([sitesteer]=$SITESTEER_PORT [gdnsd]=$GDNSD_PORT [powerdns]=$PDNS_PORT)
+SERVERS=(sitesteer gdnsd powerdns)
+want="127.0.0.1 127.0.0.2 127.0.0.3 "
+for s in "${SERVERS[@]}"; do
+  ok=""
+  for _ in $(seq 1 60); do
+    if [ "$(answers "${PORT[$s]}")" = "$want" ]; then ok=1; break; fi
+    sleep 0.5
+  done
+  if [ -z "$ok" ]; then
+    echo "$s does not answer api.mcp.test A with all three sites: '$(answers "${PORT[$s]}")'" >&2
+    tail -20 "$WORK/$s.log" "$WORK/gdnsd.log" 2>/dev/null >&2 || true
+    exit 1
+  fi
+  echo "$s answers: $want" >&2
+done
+
+perf() { # port extra-args... -> "qps avg_latency_ms lost"
+  local port=$1; shift
+  taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$HERE/queries.txt" -c 8 -t 1 "$@" 2>/dev/null |
+    awk '/Queries lost:/ {lost=$3}
+         /Queries per second:/ {qps=$4}
+         /Average Latency \(s\):/ {lat=$4*1000}
+         END {printf "%.0f %.3f %s\n", qps, lat, lost}'
+}
+
+declare -A QPS LAT
+for round in $(seq 1 "$ROUNDS"); do
+  # Rotate the order every round so that no server always goes first.
+  order=("${SERVERS[@]:$((round % 3))}" "${SERVERS[@]:0:$((round % 3))}")
+  for s in "${order[@]}"; do
+    read -r qps _ lost < <(perf "${PORT[$s]}" -l "$DURATION" -q 100)
+    read -r _ lat lost2 < <(perf "${PORT[$s]}" -l 5 -Q "$RATE")
+    echo "round $round $s: $qps qps (lost $lost); at $RATE qps: avg latency $lat ms (lost $lost2)" >&2
+    QPS[$s]+="$qps "
+    LAT[$s]+="$lat "
+  done
+done
+
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo
+echo "| server | queries/s (median of $ROUNDS) | avg latency at $RATE qps, ms | sitesteer qps ratio | sitesteer latency ratio |"
+echo "|---|---|---|---|---|"
+sq=$(echo "${QPS[sitesteer]}" | median); sl=$(echo "${LAT[sitesteer]}" | median)
+for s in "${SERVERS[@]}"; do
+  q=$(echo "${QPS[$s]}" | median); l=$(echo "${LAT[$s]}" | median)
+  awk -v s="$s" -v q="$q" -v l="$l" -v sq="$sq" -v sl="$sl" \
+    'BEGIN {printf "| %s | %.0f | %.3f | %.2f | %.2f |\n", s, q, l, sq/q, sl/l}'
+done
+echo
+echo "rounds: qps sitesteer=[${QPS[sitesteer]}] gdnsd=[${QPS[gdnsd]}] powerdns=[${QPS[powerdns]}]"
+echo "rounds: latency ms sitesteer=[${LAT[sitesteer]}] gdnsd=[${LAT[gdnsd]}] powerdns=[${LAT[powerdns]}]"

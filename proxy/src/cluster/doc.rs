@@ -1,0 +1,258 @@
+//! What sitesteer stores in etcd: the fleet's operator overrides as one JSON document (so a
+//! failover that touches several sites is one atomic change), with a note of the change that
+//! wrote it, and each instance's published view of the sites.
+//!
+//! A drill's injected fault stays local to the instance that runs the drill: it is stripped
+//! before a write and kept across every change adopted from the store.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sitesteer_config::MAX_WEIGHT;
+use sitesteer_probes::{Overrides, Snapshot};
+
+use crate::events::{EventKind, NewEvent};
+
+/// Format version of the stored documents.
+pub const VERSION: u32 = 1;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Who changed the overrides, and how: shown in the events of every other instance.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChangeNote {
+    /// The instance whose admin API took the change.
+    pub instance: String,
+    /// Who asked (`admin-api`, `sighup`, ...).
+    pub actor: String,
+    /// What changed, in words.
+    pub reason: String,
+    /// The site concerned.
+    pub site: Option<String>,
+    /// Before.
+    pub from: Option<String>,
+    /// After.
+    pub to: Option<String>,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
+}
+
+impl ChangeNote {
+    /// The note of `event`, taken through `instance`.
+    pub fn of(event: &NewEvent, instance: &str) -> Self {
+        Self {
+            instance: instance.to_string(),
+            actor: event.actor.clone(),
+            reason: event.reason.clone(),
+            site: event.site.clone(),
+            from: event.from.clone(),
+            to: event.to.clone(),
+            at_ms: now_ms(),
+        }
+    }
+
+    /// The event another instance records when it applies this change.
+    pub fn event(&self) -> NewEvent {
+        NewEvent {
+            kind: EventKind::Operator,
+            site: self.site.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            reason: format!("{} (through {})", self.reason, self.instance),
+            actor: format!("{}@{}", self.actor, self.instance),
+        }
+    }
+}
+
+/// The value of `<prefix>overrides`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoredOverrides {
+    /// Format version.
+    pub version: u32,
+    /// The fleet's operator overrides.
+    pub overrides: Overrides,
+    /// The change that wrote this value.
+    pub change: Option<ChangeNote>,
+}
+
+impl StoredOverrides {
+    /// Parses a stored value.
+    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The stored form.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// The part of `o` the fleet shares (everything but drill faults), with weights held to
+/// the range the admin API allows (the store may have been edited by hand).
+pub fn shared(o: &Overrides) -> Overrides {
+    let mut out = o.clone();
+    for site in out.sites.values_mut() {
+        site.fault = None;
+        site.weight = site.weight.map(|w| w.min(MAX_WEIGHT));
+    }
+    out.compact();
+    out
+}
+
+/// The fleet's `shared` overrides with this instance's drill faults from `local` kept.
+pub fn merge(shared_part: &Overrides, local: &Overrides) -> Overrides {
+    let mut out = shared(shared_part);
+    for (name, o) in &local.sites {
+        if let Some(fault) = o.fault {
+            out.entry(name).fault = Some(fault);
+        }
+    }
+    out.compact();
+    out
+}
+
+/// One site as an instance sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteBrief {
+    /// Site name.
+    pub name: String,
+    /// State (`up`, `degraded`, `down`, `drained`, `maintenance`).
+    pub state: String,
+    /// Score in [0, 1].
+    pub score: f64,
+    /// Weight from the config.
+    pub configured_weight: u32,
+    /// Weight in force.
+    pub effective_weight: u32,
+    /// Probe latency EWMA, ms.
+    pub latency_ewma_ms: f64,
+    /// Error rate over the window.
+    pub error_rate: f64,
+    /// Why the site is in its state.
+    pub reason: String,
+}
+
+/// The value of `<prefix>instances/<name>`: one instance's view, kept under a lease.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceView {
+    /// The instance's name.
+    pub instance: String,
+    /// Its admin listener.
+    pub admin: String,
+    /// Its sitesteer version.
+    pub version: String,
+    /// When it started, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// When this view was published, ms since the Unix epoch.
+    pub updated_ms: u64,
+    /// The store revision of the overrides it applies.
+    pub overrides_revision: i64,
+    /// Every site as it sees it.
+    pub sites: Vec<SiteBrief>,
+}
+
+impl InstanceView {
+    /// The view of `snap`.
+    pub fn of(
+        snap: &Snapshot,
+        instance: &str,
+        admin: &str,
+        started_ms: u64,
+        revision: i64,
+    ) -> Self {
+        let round = |x: f64, scale: f64| (x * scale).round() / scale;
+        Self {
+            instance: instance.to_string(),
+            admin: admin.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_ms,
+            updated_ms: now_ms(),
+            overrides_revision: revision,
+            sites: snap
+                .sites
+                .iter()
+                .map(|s| SiteBrief {
+                    name: s.name.clone(),
+                    state: s.state.as_str().to_string(),
+                    score: round(s.score, 1000.0),
+                    configured_weight: s.configured_weight,
+                    effective_weight: s.effective_weight,
+                    latency_ewma_ms: round(s.latency_ewma_ms, 10.0),
+                    error_rate: round(s.error_rate, 10000.0),
+                    reason: s.reason.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// What changes steering (states, weights, reasons, the overrides revision): a view
+    /// whose key differs from the last published one is published at once.
+    pub fn key(&self) -> String {
+        let mut key = self.overrides_revision.to_string();
+        for s in &self.sites {
+            key.push_str(&format!(
+                "|{}:{}:{}:{}",
+                s.name, s.state, s.effective_weight, s.reason
+            ));
+        }
+        key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sitesteer_probes::overrides::Fault;
+
+    #[test]
+    fn faults_stay_local_and_the_rest_is_shared() {
+        let mut local = Overrides::default();
+        local.entry("a").fault = Some(Fault::Blackhole);
+        local.entry("b").weight = Some(3);
+        let s = shared(&local);
+        assert!(s.get("a").is_none(), "a fault alone is not shared");
+        assert_eq!(s.get("b").and_then(|o| o.weight), Some(3));
+        let mut fleet = Overrides::default();
+        fleet.entry("a").drained = true;
+        let merged = merge(&fleet, &local);
+        let a = merged.get("a").cloned().unwrap_or_default();
+        assert!(a.drained && a.fault == Some(Fault::Blackhole));
+        assert!(
+            merged.get("b").is_none(),
+            "the fleet's value replaces b's local weight"
+        );
+        fleet.entry("c").weight = Some(u32::MAX);
+        assert_eq!(
+            shared(&fleet).get("c").and_then(|o| o.weight),
+            Some(MAX_WEIGHT)
+        );
+    }
+
+    #[test]
+    fn stored_documents_round_trip() {
+        let mut doc = StoredOverrides {
+            version: VERSION,
+            ..Default::default()
+        };
+        doc.overrides.entry("x").weight = Some(9);
+        doc.change = Some(ChangeNote {
+            instance: "i1".into(),
+            actor: "admin-api".into(),
+            reason: "weight set to 9".into(),
+            site: Some("x".into()),
+            ..Default::default()
+        });
+        assert_eq!(StoredOverrides::decode(&doc.encode()).unwrap(), doc);
+        let event = doc.change.as_ref().map(ChangeNote::event).unwrap();
+        assert_eq!(event.actor, "admin-api@i1");
+        assert!(StoredOverrides::decode(b"{nope").is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! Authoritative DNS with geo-steering, on hickory's server, answering from the same health
+//! [`Snapshot`](sitesteer_probes::Snapshot) and the same [`steer::choose`](crate::steer::choose)
+//! as the proxy.
+//!
+//! This module owns the DNS listener (UDP and TCP on `listen.dns`) and everything a query
+//! needs: [`zone`] (names, SOA, NS, NXDOMAIN/NODATA/REFUSED, the TTL rule), [`geo`] (client
+//! network → region, ECS scope), [`answer`] (addresses in steering order), [`handler`] (the
+//! hickory `RequestHandler`, metrics) and [`watch`] (events when an answer set changes).
+//!
+//! The zone and the DNS view of the snapshot are rebuilt lazily on the query path whenever
+//! the published snapshot changes, so a site that goes down leaves the answers at the next
+//! query, and a reload that changes `[dns]` or `[[geo]]` takes effect at once (a new
+//! `listen.dns` needs a restart).
+
+pub mod answer;
+pub mod geo;
+pub mod handler;
+pub mod watch;
+pub mod zone;
+
+#[cfg(test)]
+mod mmdb_writer;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use sitesteer_config::Config;
+use sitesteer_probes::{HealthHandle, Snapshot};
+
+use crate::events::EventLog;
+use crate::metrics::Metrics;
+
+use answer::View;
+use geo::{GeoDb, GeoMap};
+use handler::DnsHandler;
+use zone::Zone;
+
+/// How long an idle DNS-over-TCP connection stays open.
+pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per DNS-over-TCP connection.
+pub const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// What one query answers from: the zone of a config generation and the DNS view of one
+/// snapshot version.
+#[derive(Debug)]
+pub struct Current {
+    /// The zone; `None` when the running config has no `[dns]` (every query is REFUSED).
+    pub zone: Option<Arc<Zone>>,
+    /// The snapshot, re-keyed by address family.
+    pub view: View,
+}
+
+/// The state shared by the handler and the event watcher.
+pub struct Shared {
+    health: HealthHandle,
+    current: ArcSwap<Current>,
+}
+
+/// Why the DNS server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket could not bind.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The GeoIP database could not be read.
+    #[error("cannot read the GeoIP database {path}: {reason}")]
+    GeoDb {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A name of `[dns]` is not a valid DNS name.
+    #[error("{0}")]
+    Zone(#[from] zone::ZoneError),
+}
+
+fn geo_map(config: &Config, strict: bool) -> Result<GeoMap, StartError> {
+    let db = match config.dns.as_ref().and_then(|d| d.geoip.as_ref()) {
+        None => None,
+        Some(g) => match GeoDb::load(g) {
+            Ok(db) => Some(db),
+            Err(e) if strict => {
+                return Err(StartError::GeoDb {
+                    path: g.db.clone(),
+                    reason: e.to_string(),
+                })
+            }
+            Err(e) => {
+                tracing::warn!(path = %g.db.display(), error = %e, "cannot read the GeoIP database; placing clients by [[geo]] only");
+                None
+            }
+        },
+    };
+    Ok(GeoMap::new(&config.geo, db))
+}
+
+impl Shared {
+    /// The shared state for `health`'s current snapshot; fails when the zone or its GeoIP
+    /// database cannot be loaded.
+    pub fn new(health: HealthHandle) -> Result<Self, StartError> {
+        let snap = health.snapshot();
+        let zone = Zone::build(&snap.config, geo_map(&snap.config, true)?)?.map(Arc::new);
+        let current = Current {
+            zone,
+            view: View::new(&snap),
+        };
+        Ok(Self {
+            health,
+            current: ArcSwap::from_pointee(current),
+        })
+    }
+
+    fn rebuild(&self, snap: &Snapshot, old: &Current) -> Arc<Current> {
+        let zone = if old.view.generation == snap.generation {
+            old.zone.clone()
+        } else {
+            let built = geo_map(&snap.config, false)
+                .and_then(|geo| Zone::build(&snap.config, geo).map_err(StartError::from));
+            match built {
+                Ok(zone) => {
+                    tracing::info!(
+                        generation = snap.generation,
+                        zone = zone
+                            .as_ref()
+                            .map(|z| z.apex.to_string())
+                            .unwrap_or_default(),
+                        "dns zone loaded"
+                    );
+                    zone.map(Arc::new)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "dns zone not reloaded; keeping the previous one");
+                    old.zone.clone()
+                }
+            }
+        };
+        let fresh = Arc::new(Current {
+            zone,
+            view: View::new(snap),
+        });
+        self.current.store(fresh.clone());
+        fresh
+    }
+
+    /// What a query answers from now: rebuilt when the snapshot changed since the last call.
+    pub fn current(&self) -> Arc<Current> {
+        let snap = self.health.cell().load();
+        let cur = self.current.load_full();
+        if cur.view.version == snap.version && cur.view.generation == snap.generation {
+            return cur;
+        }
+        self.rebuild(&snap, &cur)
+    }
+}
+
+/// Binds `addr` (UDP and TCP) and serves the zone on the current tokio runtime until the
+/// process ends; also starts the answer-set watcher.
+pub async fn start(
+    addr: SocketAddr,
+    health: HealthHandle,
+    metrics: Arc<Metrics>,
+    events: Arc<EventLog>,
+) -> Result<(), StartError> {
+    let bind = |source| StartError::Bind { addr, source };
+    let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind)?;
+    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let shared = Arc::new(Shared::new(health)?);
+    let mut server = hickory_server::Server::new(DnsHandler::new(shared.clone(), metrics));
+    server.register_socket(udp);
+    server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+    tokio::spawn(async move {
+        if let Err(e) = server.block_until_done().await {
+            tracing::error!(error = %e, "dns server stopped");
+        }
+    });
+    tokio::spawn(watch::watch(shared, events));
+    tracing::info!(%addr, "dns listening (udp and tcp)");
+    Ok(())
+}

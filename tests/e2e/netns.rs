@@ -1,0 +1,64 @@
+//! Real distance, reduced (`make chaos` runs it longer): a near and a far site in their own
+//! network namespaces behind veth links with delay on the far one, sitesteer in the root
+//! namespace. The near site gets the larger share, as its score predicts; when its link is
+//! made slow, then lossy, traffic moves to the far site; when it heals, traffic comes back.
+//! Skipped, saying why on stderr, where `ip netns` is not permitted.
+
+use std::time::Duration;
+
+use crate::chaos::kit::distance::{self, DistanceSpec, NotRun};
+use crate::chaos::say;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_aware_steering_prefers_the_near_site_and_leaves_it_when_slow_or_lossy() {
+    let spec = DistanceSpec {
+        settle: Duration::from_secs(3),
+        measure: Duration::from_secs(3),
+        far_delay: Duration::from_millis(30),
+        slow_delay: Duration::from_millis(80),
+        loss: 0.3,
+    };
+    let figures = match tokio::time::timeout(Duration::from_secs(120), distance::run(spec))
+        .await
+        .expect("the distance scenario is bounded")
+    {
+        Ok(f) => f,
+        Err(NotRun::Skip(why)) => {
+            say(&format!(
+                "SKIPPED latency_aware_steering_prefers_the_near_site...: {why}"
+            ));
+            return;
+        }
+        Err(NotRun::Failed(e)) => panic!("distance scenario failed: {e}"),
+    };
+    say(&format!(
+        "real distance (reduced):\n{}",
+        distance::table(&figures)
+    ));
+    let b = &figures.baseline;
+    assert!(
+        b.near_share() > 0.6,
+        "the near site must take most of the traffic: {b:?}"
+    );
+    assert!(
+        (b.near_share() - b.expected_near_share()).abs() < 0.15,
+        "shares follow the scores: measured {:.2}, scores predict {:.2} ({b:?})",
+        b.near_share(),
+        b.expected_near_share()
+    );
+    let s = &figures.slow;
+    assert!(
+        s.near_share() < 0.45,
+        "a slow near site loses its lead: {s:?}"
+    );
+    let l = &figures.lossy;
+    assert!(
+        l.near_share() < 0.25,
+        "a lossy near site loses its traffic: {l:?}"
+    );
+    let h = &figures.healed;
+    assert!(
+        h.near_share() > 0.6,
+        "a healed near site gets its traffic back: {h:?}"
+    );
+}
