@@ -55,7 +55,10 @@ test: browser
 ## The whole test suite: unit, property and end-to-end tests.
 test: deps venv
 	$(CARGO) build -p sitesteer
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --exclude sitesteer-e2e --no-fail-fast
+	@# End-to-end tests start real processes and measure sub-second timings: one at a time,
+	@# so that a 2-core machine is not shared by several of them.
+	$(CARGO) test -p sitesteer-e2e --no-fail-fast -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -64,6 +67,24 @@ lint:
 ## Failover benchmark against HAProxy (see BENCHMARKS.md).
 failover-bench: deps
 	bash benches/failover.sh
+
+## The full chaos suite (see RELIABILITY.md): every fault under mixed load against sitesteer
+## and HAProxy, real distance in network namespaces (needs root), a 10-minute soak. Writes the
+## figures into RELIABILITY.md. Knobs: CHAOS_SOAK_SECS, CHAOS_HOLD_MS, CHAOS_PARTS.
+.PHONY: chaos
+chaos: deps
+	@missing=""; \
+	command -v haproxy >/dev/null 2>&1 || missing="$$missing haproxy"; \
+	command -v iptables-legacy >/dev/null 2>&1 || missing="$$missing iptables"; \
+	command -v tc >/dev/null 2>&1 || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+	$(CARGO) build --release -p sitesteer
+	$(CARGO) build --release -p sitesteer-e2e --example chaos
+	SITESTEER_BIN=$(CURDIR)/target/release/sitesteer ./target/release/examples/chaos
 
 clean:
 	$(CARGO) clean

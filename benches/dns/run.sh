@@ -5,6 +5,7 @@
 # 127.0.0.1-3) on loopback ports, measured with dnsperf in interleaved rounds.
 #
 #   bash benches/dns/run.sh            # ROUNDS=3 DURATION=8 RATE=5000 by default
+#   SITESTEER_BIN=target/release/sitesteer bash benches/dns/run.sh   # skip the cargo build
 #
 # Each server is pinned to CPU 1 and dnsperf to CPU 0 (equal budgets on a 2-core box); each
 # server runs with one UDP listener thread. Per round and server: a throughput run (dnsperf
@@ -47,8 +48,12 @@ for port in $SITE_PORT $HTTP_PORT $ADMIN_PORT $SITESTEER_PORT $GDNSD_PORT $PDNS_
   if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then echo "port $port is in use" >&2; exit 1; fi
 done
 
-(cd "$ROOT" && cargo build --release -q -p sitesteer)
-BIN=$ROOT/target/release/sitesteer
+# SITESTEER_BIN skips the build (any release binary of this tree).
+BIN=${SITESTEER_BIN:-}
+if [ -z "$BIN" ]; then
+  (cd "$ROOT" && cargo build --release -q -p sitesteer)
+  BIN=$ROOT/target/release/sitesteer
+fi
 
 fill() { # template -> output
   sed -e "s|@WORK@|$WORK|g" -e "s|@SITE_PORT@|$SITE_PORT|g" -e "s|@HTTP_PORT@|$HTTP_PORT|g" \
@@ -89,7 +94,8 @@ for s in "${SERVERS[@]}"; do
   done
   if [ -z "$ok" ]; then
     echo "$s does not answer api.mcp.test A with all three sites: '$(answers "${PORT[$s]}")'" >&2
-    tail -20 "$WORK/$s.log" "$WORK/gdnsd.log" 2>/dev/null >&2 || true
+    declare -A LOG=([sitesteer]=sitesteer.log [gdnsd]=gdnsd.log [powerdns]=pdns.log)
+    tail -20 "$WORK/${LOG[$s]}" >&2 2>/dev/null || true
     exit 1
   fi
   echo "$s answers: $want" >&2

@@ -143,7 +143,7 @@ mod tests {
         assert_eq!(complete_heads(b"GET / HTTP/1.1\r\n\r\n"), (1, 18));
         assert_eq!(
             complete_heads(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET"),
-            (2, 43)
+            (2, 45)
         );
         assert_eq!(complete_heads(b"GET / HTTP/1.1\r\n"), (0, 0));
     }

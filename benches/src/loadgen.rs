@@ -4,7 +4,8 @@
 //! `--connections` keep-alive connections each send one request at a time (closed loop),
 //! optionally paced so that all of them together send `--rate` requests per second. A
 //! connection that sees a transport error counts the request as failed, drops the connection
-//! and opens a new one for its next request. At `--kill-after` seconds it runs
+//! and opens a new one for its next request. `--requests` stops after that many requests in
+//! total (the callgrind measurement of `benches/run.sh`). At `--kill-after` seconds it runs
 //! `kill -9 --kill-pid` and records when. It writes a JSON summary to `--out` (and prints it).
 //!
 //! Every request is recorded with its send time (µs since start), latency, status or error
@@ -35,6 +36,7 @@
 //! * latency percentiles are over all requests that got a response (any status), in ms.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +99,9 @@ struct Args {
     /// Also write every request's record into the output.
     #[arg(long)]
     records: bool,
+    /// Stop after this many requests in total (still bounded by `--duration`).
+    #[arg(long)]
+    requests: Option<u64>,
 }
 
 /// One request's outcome.
@@ -241,6 +246,7 @@ async fn worker(
     args: Arc<Args>,
     start: Instant,
     end: Instant,
+    budget: Arc<AtomicU64>,
 ) -> Vec<Record> {
     let mut records = Vec::new();
     let interval = args
@@ -260,6 +266,12 @@ async fn worker(
         }
         let sent = Instant::now();
         if sent >= end {
+            break;
+        }
+        if args
+            .requests
+            .is_some_and(|n| budget.fetch_add(1, Ordering::Relaxed) >= n)
+        {
             break;
         }
         let outcome = tokio::time::timeout(timeout, one_request(&mut slot, &target)).await;
@@ -575,8 +587,18 @@ async fn run(args: Args) -> Result<Value, String> {
         (Some(_), Some(_)) => return Err("--kill-after must be within --duration".to_string()),
         _ => None,
     };
+    let budget = Arc::new(AtomicU64::new(0));
     let workers: Vec<_> = (0..args.connections)
-        .map(|id| tokio::spawn(worker(id, target.clone(), args.clone(), start, end)))
+        .map(|id| {
+            tokio::spawn(worker(
+                id,
+                target.clone(),
+                args.clone(),
+                start,
+                end,
+                budget.clone(),
+            ))
+        })
         .collect();
     let mut records = Vec::new();
     for w in workers {

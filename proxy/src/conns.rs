@@ -184,7 +184,8 @@ impl Registry {
 pub const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
 /// Closes connections of sites that are down or in maintenance for `close_grace`, or drained
-/// for `drain_timeout`. Runs until the process ends.
+/// for `drain_timeout`; down sites keep theirs in panic mode, where steering itself uses
+/// them. Runs until the process ends.
 pub async fn sweep(registry: Arc<Registry>, health: HealthHandle) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -192,8 +193,12 @@ pub async fn sweep(registry: Arc<Registry>, health: HealthHandle) {
         tick.tick().await;
         let snap = health.snapshot();
         let now = SystemTime::now();
+        // In panic mode steering sends new connections to down sites; closing them there
+        // would only make every client reconnect in a loop.
+        let panic = crate::observe::in_panic(&snap);
         for site in &snap.sites {
             let wait = match site.state {
+                SiteState::Down if panic => continue,
                 SiteState::Down | SiteState::Maintenance => snap.config.proxy.close_grace,
                 SiteState::Drained => snap.config.proxy.drain_timeout,
                 _ => continue,

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dns;
 pub mod drill;
 pub mod events;
+pub mod framing;
 pub mod http;
 pub mod incidents;
 pub mod limits;

@@ -286,18 +286,18 @@ async fn read_head(
         let read = tokio::select! {
             read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
             _ = shutdown.changed() => {
-                tracing::info!(why = "shutdown", "closing before a request head");
+                tracing::debug!(why = "shutdown", "closing before a request head");
                 return Err(HeadEnd::Quiet);
             }
         };
         match read {
             Err(_) if buf.is_empty() => {
-                tracing::info!(why = "idle", "closing before a request head");
+                tracing::debug!(why = "idle", "closing before a request head");
                 return Err(HeadEnd::Quiet);
             }
             Err(_) => return Err(HeadEnd::Refused(Refusal::HeaderTimeout)),
             Ok(Ok(0)) | Ok(Err(_)) => {
-                tracing::info!(why = "closed", read = buf.len(), "client left before a request head");
+                tracing::debug!(why = "closed", read = buf.len(), "client left before a request head");
                 return Err(HeadEnd::Quiet);
             }
             Ok(Ok(_)) => {}

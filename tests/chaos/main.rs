@@ -4,7 +4,7 @@
 //! `RELIABILITY.md` between the `chaos:begin` and `chaos:end` markers.
 //!
 //! Knobs (environment): `CHAOS_SOAK_SECS` (600), `CHAOS_HOLD_MS` (3000), `CHAOS_PARTS`
-//! (`faults,distance,soak`), `CHAOS_REPORT` (the file to write, default `RELIABILITY.md` at
+//! (`faults,distance,soak`), `CHAOS_PROXIES` (`sitesteer,haproxy`), `CHAOS_REPORT` (the file to write, default `RELIABILITY.md` at
 //! the workspace root; `-` prints only), `SITESTEER_BIN` (the binary under test;
 //! `make chaos` points it at the release build).
 
@@ -43,7 +43,10 @@ fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
         .unwrap_or_else(|| "?".to_string());
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let load: Vec<&str> = load.split_whitespace().take(3).collect();
@@ -76,20 +79,17 @@ fn survived(f: &Figures) -> bool {
 
 fn summary(runs: &[RunFigures]) -> String {
     let mut out = String::from(
-        "| proxy | load held | faults survived | requests lost (retriable kinds) | long-lived messages failed | long-lived reconnects | fds at start → 3 s after the load | open connections after the load (proxy gauge / sites) |\n\
+        "| proxy | load held | faults survived | requests lost (retriable kinds) | long-lived messages failed | long-lived reconnects | fds: idle before the load / under load / 65 s after the load | open connections after the load (proxy gauge / sites) |\n\
          |---|---|---|---|---|---|---|---|\n",
     );
     for r in runs {
         let reconnects: usize = r.faults.iter().map(Figures::total_reconnects).sum();
         let fds = |n: Option<usize>| n.map_or("?".to_string(), |n| n.to_string());
-        let gauge = r
-            .open_after
-            .0
-            .map_or("n/a".to_string(), |n| n.to_string());
+        let gauge = r.open_after.0.map_or("n/a".to_string(), |n| n.to_string());
         let sites = r.open_after.1.map_or("?".to_string(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "| {} | {} requests and messages in {:.0} s ({:.0}/s) | {}/{} | {} | {} | {} | {} → {} | {gauge} / {sites} |",
+            "| {} | {} requests and messages in {:.0} s ({:.0}/s) | {}/{} | {} | {} | {} | {} / {} / {} | {gauge} / {sites} |",
             r.flavor.name(),
             r.sent,
             r.duration.as_secs_f64(),
@@ -101,6 +101,7 @@ fn summary(runs: &[RunFigures]) -> String {
             reconnects,
             fds(r.fds.0),
             fds(r.fds.1),
+            fds(r.fds.2),
         );
     }
     out
@@ -130,7 +131,8 @@ fn soak_text(s: &SoakFigures) -> String {
     let (first, last, max) = s.rss();
     let (fd_first, fd_last, fd_max) = s.fds();
     let mut out = format!(
-        "{} requests and messages in {:.0} s ({:.0}/s), {} failed, {} long-lived reconnects.\n\n\
+        "{} requests and messages in {:.0} s ({:.0}/s), {} failed, {} long-lived reconnects; \
+         {} site state changes with no fault injected.\n\n\
          | RSS after {:.0} s warm-up: first | last | max | slope | fds first / last / max |\n|---|---|---|---|---|\n\
          | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.0} KiB/min | {fd_first} / {fd_last} / {fd_max} |\n\n",
         s.sent,
@@ -138,6 +140,7 @@ fn soak_text(s: &SoakFigures) -> String {
         s.rate(),
         s.failed,
         s.reconnects,
+        s.changes.len(),
         s.warmup_s,
         first as f64 / 1024.0,
         last as f64 / 1024.0,
@@ -217,9 +220,14 @@ async fn main() {
             faults: Fault::ALL.to_vec(),
             checks,
             warmup: Duration::from_secs(3),
+            quiet: Duration::from_secs(65),
         };
         let mut runs = Vec::new();
-        for flavor in [Flavor::Sitesteer, Flavor::Haproxy] {
+        let proxies = std::env::var("CHAOS_PROXIES").unwrap_or_else(|_| "sitesteer,haproxy".into());
+        let flavors = [Flavor::Sitesteer, Flavor::Haproxy]
+            .into_iter()
+            .filter(|f| proxies.contains(f.name()));
+        for flavor in flavors {
             eprintln!("[chaos] faults against {}", flavor.name());
             match suite::run(flavor, &spec).await {
                 Ok(r) => {

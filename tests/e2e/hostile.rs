@@ -12,7 +12,9 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::harness::{binary, free_port, get, request, site_tables, wait_until, DemoSite, Sitesteer, TempDir};
+use crate::harness::{
+    binary, free_port, get, request, site_tables, wait_until, DemoSite, Sitesteer, TempDir,
+};
 
 mod table {
     include!("../../config/tests/common/broken_table.rs");
@@ -84,10 +86,16 @@ async fn proxy_with(limits: &str) -> (DemoSite, Sitesteer) {
     );
     let proxy = Sitesteer::start(&config).await;
     let ok = wait_until(Duration::from_secs(10), || async {
-        get(proxy.http, "/health").await.is_ok_and(|r| r.status == 200)
+        get(proxy.http, "/health")
+            .await
+            .is_ok_and(|r| r.status == 200)
     })
     .await;
-    assert!(ok.is_some(), "the proxy never served; log:\n{}", proxy.log());
+    assert!(
+        ok.is_some(),
+        "the proxy never served; log:\n{}",
+        proxy.log()
+    );
     (site, proxy)
 }
 
@@ -116,14 +124,38 @@ async fn malformed_and_oversized_requests_get_clear_errors() {
     };
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
         ("an over-long request line", long_target.into_bytes(), 414),
-        ("an over-long unterminated request line", unterminated.into_bytes(), 414),
+        (
+            "an over-long unterminated request line",
+            unterminated.into_bytes(),
+            414,
+        ),
         ("too many header fields", many_headers.into_bytes(), 431),
         ("an oversized header", big_header.into_bytes(), 431),
-        ("binary garbage", b"\x00\x01\x02\xff NOT HTTP\r\n\r\n".to_vec(), 400),
-        ("a header line without a colon", b"GET /health HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n".to_vec(), 400),
-        ("a declared body over the limit", b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n".to_vec(), 413),
-        ("a chunked body over the limit", big_chunked.into_bytes(), 413),
-        ("a Content-Length that is not a number", b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: lots\r\n\r\n".to_vec(), 400),
+        (
+            "binary garbage",
+            b"\x00\x01\x02\xff NOT HTTP\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a header line without a colon",
+            b"GET /health HTTP/1.1\r\nHost: a\r\nno colon here\r\n\r\n".to_vec(),
+            400,
+        ),
+        (
+            "a declared body over the limit",
+            b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n".to_vec(),
+            413,
+        ),
+        (
+            "a chunked body over the limit",
+            big_chunked.into_bytes(),
+            413,
+        ),
+        (
+            "a Content-Length that is not a number",
+            b"POST /mcp HTTP/1.1\r\nHost: a\r\nContent-Length: lots\r\n\r\n".to_vec(),
+            400,
+        ),
     ];
     for (what, bytes, expected) in cases {
         let r = raw(proxy.http, &bytes, Duration::from_secs(5)).await;
@@ -135,7 +167,10 @@ async fn malformed_and_oversized_requests_get_clear_errors() {
         );
         assert!(r.closed, "{what}: the connection stayed open: {r:?}");
         if expected != 400 {
-            assert!(r.text.contains("limits."), "{what}: the answer does not name the limit: {r:?}");
+            assert!(
+                r.text.contains("limits."),
+                "{what}: the answer does not name the limit: {r:?}"
+            );
         }
         still_serves(&proxy, what).await;
     }
@@ -143,7 +178,9 @@ async fn malformed_and_oversized_requests_get_clear_errors() {
     let text = String::from_utf8_lossy(&metrics.body);
     for reason in ["request_line", "headers", "header_bytes", "body_bytes"] {
         assert!(
-            text.contains(&format!("sitesteer_refused_total{{listener=\"http\",reason=\"{reason}\"}}")),
+            text.contains(&format!(
+                "sitesteer_refused_total{{listener=\"http\",reason=\"{reason}\"}}"
+            )),
             "no refusal counted for {reason}"
         );
     }
@@ -159,7 +196,8 @@ async fn slowloris_heads_bodies_and_idle_connections_time_out() {
     // A head trickled one byte every 100ms: 408 once header_timeout has passed.
     let mut slow = TcpStream::connect(proxy.http).await.expect("connect");
     let start = Instant::now();
-    let trickle = b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    let trickle =
+        b"GET /health HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     let mut answer = Vec::new();
     for byte in trickle {
         if slow.write_all(&[*byte]).await.is_err() {
@@ -167,7 +205,8 @@ async fn slowloris_heads_bodies_and_idle_connections_time_out() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut buf = [0u8; 512];
-        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await {
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(1), slow.read(&mut buf)).await
+        {
             answer.extend_from_slice(&buf[..n]);
             if n == 0 || status_of(&answer).is_some() {
                 break;
@@ -177,7 +216,12 @@ async fn slowloris_heads_bodies_and_idle_connections_time_out() {
     let (rest, closed) = read_to_close(&mut slow, Duration::from_secs(3)).await;
     answer.extend_from_slice(&rest);
     let took = start.elapsed();
-    assert_eq!(status_of(&answer), Some(408), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(
+        status_of(&answer),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(closed, "the slowloris connection stayed open");
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(3),
@@ -189,13 +233,19 @@ async fn slowloris_heads_bodies_and_idle_connections_time_out() {
     let mut held = Vec::new();
     for _ in 0..50 {
         let mut c = TcpStream::connect(proxy.http).await.expect("connect");
-        c.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n").await.expect("write");
+        c.write_all(b"GET /health HTTP/1.1\r\nHost: a\r\n")
+            .await
+            .expect("write");
         held.push(c);
     }
     still_serves(&proxy, "50 slowloris connections opened").await;
     for c in &mut held {
         let (out, closed) = read_to_close(c, Duration::from_secs(3)).await;
-        assert!(closed && status_of(&out) == Some(408), "{}", String::from_utf8_lossy(&out));
+        assert!(
+            closed && status_of(&out) == Some(408),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
     }
 
     // A connection that never sends a byte is closed, without an answer.
@@ -226,8 +276,24 @@ async fn slowloris_heads_bodies_and_idle_connections_time_out() {
     let start = Instant::now();
     let (_, closed) = read_to_close(&mut idle, Duration::from_secs(4)).await;
     assert!(closed, "the idle keep-alive connection stayed open");
-    assert!(start.elapsed() >= Duration::from_millis(800), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
     still_serves(&proxy, "an idle keep-alive connection").await;
+}
+
+/// Waits until `listener` has taken `n` connections (accepts are asynchronous).
+async fn held_everywhere(proxy: &Sitesteer, listener: &str, n: usize) {
+    let line = format!("sitesteer_listener_connections{{listener=\"{listener}\"}} {n}");
+    let seen = wait_until(Duration::from_secs(5), || async {
+        get(proxy.admin, "/metrics")
+            .await
+            .is_ok_and(|m| String::from_utf8_lossy(&m.body).lines().any(|l| l == line))
+    })
+    .await;
+    assert!(seen.is_some(), "{listener} never held {n} connections");
 }
 
 #[tokio::test]
@@ -241,7 +307,9 @@ async fn a_connection_flood_is_refused_fast_on_http_and_tcp() {
     );
     let proxy = Sitesteer::start(&config).await;
     wait_until(Duration::from_secs(10), || async {
-        get(proxy.http, "/health").await.is_ok_and(|r| r.status == 200)
+        get(proxy.http, "/health")
+            .await
+            .is_ok_and(|r| r.status == 200)
     })
     .await
     .expect("proxy serves");
@@ -252,18 +320,16 @@ async fn a_connection_flood_is_refused_fast_on_http_and_tcp() {
         held.push(TcpStream::connect(proxy.http).await.expect("connect"));
     }
     // ... so a flood of 100 more is refused at once with 503.
-    for _ in 0..30 {
-        let m = get(proxy.admin, "/metrics").await.expect("metrics");
-        for line in String::from_utf8_lossy(&m.body).lines().filter(|l| l.starts_with("sitesteer_listener_conn")) {
-            eprintln!("DEBUG {:?} {line}", std::time::SystemTime::now());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    held_everywhere(&proxy, "http", 20).await;
     let mut last = None;
     for _ in 0..3 {
-        let r = raw(proxy.http, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n", Duration::from_secs(2)).await;
+        let r = raw(
+            proxy.http,
+            b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n",
+            Duration::from_secs(2),
+        )
+        .await;
         let refused = r.status == Some(503);
-        eprintln!("DEBUG http flood try: {:?} {:?} {:?}", r.status, r.closed, r.took);
         last = Some(r);
         if refused {
             break;
@@ -279,7 +345,12 @@ async fn a_connection_flood_is_refused_fast_on_http_and_tcp() {
         .map(|_| {
             let addr = proxy.http;
             tokio::spawn(async move {
-                raw(addr, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n", Duration::from_secs(3)).await
+                raw(
+                    addr,
+                    b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n",
+                    Duration::from_secs(3),
+                )
+                .await
             })
         })
         .collect();
@@ -287,11 +358,16 @@ async fn a_connection_flood_is_refused_fast_on_http_and_tcp() {
         let r = r.await.expect("flood task");
         assert_eq!(r.status, Some(503), "{r:?}");
         assert!(r.text.contains("limits.max_connections"), "{r:?}");
-        assert!(r.closed && r.took < Duration::from_secs(1), "not refused fast: {r:?}");
+        assert!(
+            r.closed && r.took < Duration::from_secs(1),
+            "not refused fast: {r:?}"
+        );
     }
     drop(held);
     let back = wait_until(Duration::from_secs(5), || async {
-        get(proxy.http, "/health").await.is_ok_and(|r| r.status == 200)
+        get(proxy.http, "/health")
+            .await
+            .is_ok_and(|r| r.status == 200)
     })
     .await;
     assert!(back.is_some(), "the places were not freed");
@@ -301,6 +377,7 @@ async fn a_connection_flood_is_refused_fast_on_http_and_tcp() {
     for _ in 0..20 {
         held.push(TcpStream::connect(tcp).await.expect("connect"));
     }
+    held_everywhere(&proxy, "tcp", 20).await;
     let mut last = None;
     for _ in 0..50 {
         let r = raw(tcp, b"", Duration::from_secs(2)).await;
@@ -361,13 +438,25 @@ async fn the_admin_api_refuses_bad_json_and_oversized_bodies() {
         );
     }
     let huge = format!("{{\"weight\": 5, \"pad\": \"{}\"}}", "p".repeat(200_000));
-    let r = request(admin, Method::PUT, "/api/v1/sites/a/weight", &[], Some(huge))
-        .await
-        .expect("answer");
+    let r = request(
+        admin,
+        Method::PUT,
+        "/api/v1/sites/a/weight",
+        &[],
+        Some(huge),
+    )
+    .await
+    .expect("answer");
     assert_eq!(r.status, 413, "{r:?}");
-    let r = request(admin, Method::POST, "/api/v1/failover", &[], Some("x".repeat(70_000)))
-        .await
-        .expect("answer");
+    let r = request(
+        admin,
+        Method::POST,
+        "/api/v1/failover",
+        &[],
+        Some("x".repeat(70_000)),
+    )
+    .await
+    .expect("answer");
     assert_eq!(r.status, 413, "{r:?}");
     // A malformed request line on the admin listener is refused, and the listener lives on.
     let r = raw(admin, b"\x00\x01garbage\r\n\r\n", Duration::from_secs(3)).await;
@@ -391,7 +480,10 @@ fn every_broken_config_is_refused_by_check_naming_its_key() {
             .expect("run check");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{what}: {stderr}");
-        assert!(stderr.contains(key), "{what}: {key:?} is not named: {stderr}");
+        assert!(
+            stderr.contains(key),
+            "{what}: {key:?} is not named: {stderr}"
+        );
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
     }
 }

@@ -116,18 +116,27 @@ impl PyProc {
     /// Waits up to `limit` for the event named `name`; panics, with everything the script
     /// said, on timeout, on exit, or on an `error` or `gave_up` event.
     pub async fn expect(&mut self, name: &str, limit: Duration) -> Value {
+        self.try_expect(name, limit)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Self::expect`], with the failure (and everything the script said) as `Err`.
+    pub async fn try_expect(&mut self, name: &str, limit: Duration) -> Result<Value, String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let next = tokio::time::timeout_at(deadline, self.lines.recv()).await;
             let event = match next {
                 Ok(Some(event)) => event,
-                Ok(None) => self.fail(&format!("exited before `{name}`")),
-                Err(_) => self.fail(&format!("no `{name}` within {limit:?}")),
+                Ok(None) => return Err(self.failure(&format!("exited before `{name}`"))),
+                Err(_) => return Err(self.failure(&format!("no `{name}` within {limit:?}"))),
             };
             self.seen.push(event.clone());
             match event["event"].as_str() {
-                Some(n) if n == name => return event,
-                Some("error" | "gave_up") => self.fail(&format!("failed before `{name}`")),
+                Some(n) if n == name => return Ok(event),
+                Some("error" | "gave_up") => {
+                    return Err(self.failure(&format!("failed before `{name}`")))
+                }
                 _ => {}
             }
         }
@@ -138,8 +147,8 @@ impl PyProc {
         self.seen.iter().filter(|e| e["event"] == name).collect()
     }
 
-    fn fail(&self, what: &str) -> ! {
-        panic!(
+    fn failure(&self, what: &str) -> String {
+        format!(
             "{}: {what}\nevents: {:#?}\nstderr:\n{}",
             self.label,
             self.seen,

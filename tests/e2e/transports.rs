@@ -135,6 +135,16 @@ async fn open_connections(proxy: &Sitesteer, site: &str) -> i64 {
         .sum()
 }
 
+/// What the proxy logged about sites changing state, for failure messages.
+fn state_changes(proxy: &Sitesteer) -> String {
+    proxy
+        .log()
+        .lines()
+        .filter(|l| l.contains("state changed") || l.contains("closing") || l.contains("ERROR"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Seconds since the epoch, as the Python scripts print them.
 fn epoch_secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -449,7 +459,10 @@ async fn a_killed_site_loses_no_client_on_any_transport() {
     let (conn, tcp_site) = tcp_connect(tcp).await.expect("tcp client");
     assert_eq!(tcp_site, "a");
     for proc in [&mut ws, &mut sse, &mut session] {
-        let ready = proc.expect("ready", PY_START).await;
+        let ready = match proc.try_expect("ready", PY_START).await {
+            Ok(ready) => ready,
+            Err(e) => panic!("{e}\nsite changes:\n{}", state_changes(&proxy)),
+        };
         assert_eq!(ready["site"], "a", "{}: {ready}", proc.label);
     }
     let control = get(a.addr, "/control").await.expect("control").json();
@@ -479,9 +492,21 @@ async fn a_killed_site_loses_no_client_on_any_transport() {
         gone.status, 404,
         "a session of a dead site is gone: {gone:?}"
     );
-    let ws_back = ws.expect("recovered", Duration::from_secs(5)).await;
-    let sse_back = sse.expect("recovered", Duration::from_secs(5)).await;
-    let session_back = session.expect("recovered", Duration::from_secs(5)).await;
+    let ws_back = match ws.try_expect("recovered", Duration::from_secs(5)).await {
+        Ok(back) => back,
+        Err(e) => panic!("{e}\nsite changes:\n{}", state_changes(&proxy)),
+    };
+    let sse_back = match sse.try_expect("recovered", Duration::from_secs(5)).await {
+        Ok(back) => back,
+        Err(e) => panic!("{e}\nsite changes:\n{}", state_changes(&proxy)),
+    };
+    let session_back = match session
+        .try_expect("recovered", Duration::from_secs(5))
+        .await
+    {
+        Ok(back) => back,
+        Err(e) => panic!("{e}\nsite changes:\n{}", state_changes(&proxy)),
+    };
     let (tcp_at, tcp_site) = tokio::time::timeout(Duration::from_secs(5), tcp_task)
         .await
         .expect("tcp recovers in time")

@@ -356,7 +356,9 @@ fn dropped_response() -> Response {
     let first = stream::once(async { Ok(Bytes::from_static(b"{\"partial\":\"")) });
     let cut = stream::once(async {
         tokio::time::sleep(DROP_PAUSE).await;
-        Err(std::io::Error::other("connection dropped mid-response (drop mode)"))
+        Err(std::io::Error::other(
+            "connection dropped mid-response (drop mode)",
+        ))
     });
     Response::builder()
         .status(StatusCode::OK)

@@ -75,14 +75,12 @@ async fn read_line(
     if read == 0 {
         return Ok(Line::Eof);
     }
-    if buffer.last() == Some(&b'\n') {
-        buffer.pop();
-        if buffer.last() == Some(&b'\r') {
-            buffer.pop();
-        }
-    } else if buffer.len() > MAX_LINE_BYTES {
+    // The framing rules live in `crate::framing`, shared with the fuzzer.
+    // The line is a prefix of what was read.
+    let Some(len) = crate::framing::classify(buffer, MAX_LINE_BYTES).map(<[u8]>::len) else {
         return Ok(Line::TooLong);
-    }
+    };
+    buffer.truncate(len);
     Ok(Line::Message(std::mem::take(buffer)))
 }
 

@@ -124,7 +124,7 @@ impl GeoMap {
             .iter()
             .map(|g| (g.cidr.trunc(), Arc::from(g.region.as_str())))
             .collect();
-        entries.sort_by(|a, b| b.0.prefix_len().cmp(&a.0.prefix_len()));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.0.prefix_len()));
         Self { entries, db }
     }
 

@@ -185,6 +185,11 @@ impl HttpProxy {
         let safe = if req.method.is_idempotent() {
             true
         } else if req.method == http::Method::POST && !session.as_ref().retry_buffer_truncated() {
+            if session.as_ref().get_retry_buffer().is_none() && !req.headers.contains_key("mcp-method") {
+                // Not one byte of the body was read, so none reached the site and nothing
+                // ran there. Not cached: the body may still be read before the next error.
+                return true;
+            }
             let site = Self::site_name(ctx).unwrap_or("").to_string();
             match Self::mcp_method(session, ctx) {
                 Some((method, _)) if mcp::is_safe_method(method) => true,
@@ -221,14 +226,12 @@ impl HttpProxy {
 impl HttpProxy {
     /// Whether an upstream answer of `status` is dropped and the request retried on another
     /// site: a 500, 502, 503 or 504 (the statuses of HAProxy's `retry-on
-    /// all-retryable-errors`) to a request that is safe to repeat, not bound to a session,
-    /// with a try left and another site to take it. Otherwise the site's own answer passes
-    /// through, so that with every site failing the client still gets a real answer.
+    /// all-retryable-errors`) to a request that is safe to repeat (a WebSocket upgrade or an
+    /// SSE stream included: this is their first answer), not bound to a session, with a try
+    /// left and another site to take it. Otherwise the site's own answer passes through, so
+    /// that with every site failing the client still gets a real answer.
     fn retry_on_status(&self, session: &Session, ctx: &mut RequestState, status: u16) -> bool {
-        if !matches!(status, 500 | 502 | 503 | 504)
-            || ctx.long_lived.is_some()
-            || ctx.affinity.is_some()
-        {
+        if !matches!(status, 500 | 502 | 503 | 504) || ctx.affinity.is_some() {
             return false;
         }
         let Some(retries) = ctx.snapshot.as_ref().map(|s| s.config.proxy.retries) else {
@@ -580,9 +583,14 @@ impl ProxyHttp for HttpProxy {
         &self,
         session: &mut Session,
         e: &Error,
-        _ctx: &mut Self::CTX,
+        ctx: &mut Self::CTX,
     ) -> pingora::proxy::FailToProxy {
         let code = limits::fail_status(e);
+        if code == 404 && ctx.affinity.is_some() {
+            // A lost session always gets the same JSON-RPC 404, whichever path found it lost.
+            let written = respond_json(session, 404, SESSION_GONE).await.is_ok();
+            return pingora::proxy::FailToProxy { error_code: code, can_reuse_downstream: written };
+        }
         if code > 0 {
             let body = limits::fail_body(code).map(Bytes::from_static);
             if let Err(e) = session

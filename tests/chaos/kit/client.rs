@@ -87,10 +87,12 @@ impl KeepAlive {
         headers: &[(&str, &str)],
         body: Bytes,
     ) -> Result<Answer, String> {
-        let result =
-            tokio::time::timeout(REQUEST_TIMEOUT, self.send_inner(method, path, headers, body))
-                .await
-                .unwrap_or_else(|_| Err("timeout".to_string()));
+        let result = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.send_inner(method, path, headers, body),
+        )
+        .await
+        .unwrap_or_else(|_| Err("timeout".to_string()));
         if result.is_err() {
             self.sender = None;
         }

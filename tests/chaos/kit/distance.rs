@@ -89,11 +89,7 @@ pub enum NotRun {
     Failed(String),
 }
 
-async fn observe(
-    proxy: &Proxy,
-    load: &Load,
-    spec: &DistanceSpec,
-) -> Result<Share, NotRun> {
+async fn observe(proxy: &Proxy, load: &Load, spec: &DistanceSpec) -> Result<Share, NotRun> {
     tokio::time::sleep(spec.settle).await;
     let from = load.now();
     tokio::time::sleep(spec.measure).await;
@@ -148,11 +144,14 @@ pub async fn run(spec: DistanceSpec) -> Result<DistanceFigures, NotRun> {
         })
         .collect();
     lab.shape(0, Duration::ZERO, 0.0).map_err(NotRun::Failed)?;
-    lab.shape(1, spec.far_delay, 0.0)
-        .map_err(NotRun::Failed)?;
+    lab.shape(1, spec.far_delay, 0.0).map_err(NotRun::Failed)?;
     let mut sites = Vec::new();
     for s in &specs {
-        sites.push(Site::start(s.clone(), &dir.0).await.map_err(NotRun::Failed)?);
+        sites.push(
+            Site::start(s.clone(), &dir.0)
+                .await
+                .map_err(NotRun::Failed)?,
+        );
     }
     // Probes slow enough for a 30 ms link (a fresh connection per probe: two round trips),
     // a latency reference that tells 2 ms from 60 ms, and a short window so that a healed

@@ -415,7 +415,7 @@ pub fn haproxy_config(
         ..
     } = checks;
     let mut text = format!(
-        "global\n    nbthread 2\n    maxconn 20000\n    log stderr format short local0 notice\n\n\
+        "global\n    nbthread 2\n    maxconn 4096\n    log stderr format short local0 notice\n\n\
          defaults\n    mode http\n    log global\n    timeout connect 1s\n    timeout client 30s\n\
          \x20   timeout server 1s\n    timeout tunnel 1h\n    timeout check {timeout_ms}ms\n\
          \x20   option http-keep-alive\n    option redispatch\n    retries 3\n\
@@ -522,6 +522,8 @@ impl Proxy {
                 names
                     .iter()
                     .all(|n| states.get(n).map(String::as_str) == Some("up"))
+                    && TcpStream::connect(proxy.http).await.is_ok()
+                    && TcpStream::connect(proxy.tcp).await.is_ok()
             }
         })
         .await;
@@ -616,6 +618,37 @@ impl Proxy {
         out.into_iter()
             .map(|(_, at, from, to, why)| (at, from, to, why))
             .collect()
+    }
+
+    /// sitesteer's state changes of every site since `since_ms` (epoch ms), as "site: from
+    /// → to (reason)", oldest first.
+    pub async fn all_state_changes(&self, since_ms: u64) -> Vec<String> {
+        let Ok(r) = get(self.admin, "/api/v1/events?limit=1000").await else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u64, String)> = r.json()["events"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|e| e["kind"] == "state")
+                    .filter(|e| e["at_ms"].as_u64().is_some_and(|at| at >= since_ms))
+                    .map(|e| {
+                        (
+                            e["id"].as_u64().unwrap_or(0),
+                            format!(
+                                "{}: {} → {} ({})",
+                                e["site"].as_str().unwrap_or("?"),
+                                e["from"].as_str().unwrap_or("?"),
+                                e["to"].as_str().unwrap_or("?"),
+                                e["reason"].as_str().unwrap_or("")
+                            ),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|e| e.0);
+        out.into_iter().map(|e| e.1).collect()
     }
 
     /// HAProxy's `chkdown` (UP to DOWN transitions) of server `site` in `be_http`.

@@ -305,9 +305,7 @@ async fn request(
     kind: Kind,
     n: u64,
 ) -> Result<String, (Option<String>, String)> {
-    let (answer, echo_text) = send_request(client, kind, n)
-        .await
-        .map_err(|e| (None, e))?;
+    let (answer, echo_text) = send_request(client, kind, n).await.map_err(|e| (None, e))?;
     let site = answer.header("x-demo-site").to_string();
     let named = (!site.is_empty()).then(|| site.clone());
     if answer.status != 200 {
@@ -375,30 +373,30 @@ fn check_answer(
     body: &Value,
 ) -> Result<(), String> {
     match kind {
-            Kind::Get => (body["site"] == json!(site))
+        Kind::Get => (body["site"] == json!(site))
+            .then_some(())
+            .ok_or_else(|| format!("GET / answered {body}")),
+        Kind::Ping => {
+            let result = check_rpc(body, n)?;
+            (result == &json!({}))
                 .then_some(())
-                .ok_or_else(|| format!("GET / answered {body}")),
-            Kind::Ping => {
-                let result = check_rpc(body, n)?;
-                (result == &json!({}))
-                    .then_some(())
-                    .ok_or_else(|| format!("ping answered {body}"))
-            }
-            Kind::ToolsList => {
-                let result = check_rpc(body, n)?;
-                result["tools"]
-                    .as_array()
-                    .filter(|t| t.iter().any(|t| t["name"] == "echo"))
-                    .map(|_| ())
-                    .ok_or_else(|| format!("tools/list answered {body}"))
-            }
-            _ => {
-                let result = check_rpc(body, n)?;
-                let s = &result["structuredContent"];
-                (s["text"] == json!(echo_text) && s["site"] == json!(site))
-                    .then_some(())
-                    .ok_or_else(|| format!("echo answered {body}"))
-            }
+                .ok_or_else(|| format!("ping answered {body}"))
+        }
+        Kind::ToolsList => {
+            let result = check_rpc(body, n)?;
+            result["tools"]
+                .as_array()
+                .filter(|t| t.iter().any(|t| t["name"] == "echo"))
+                .map(|_| ())
+                .ok_or_else(|| format!("tools/list answered {body}"))
+        }
+        _ => {
+            let result = check_rpc(body, n)?;
+            let s = &result["structuredContent"];
+            (s["text"] == json!(echo_text) && s["site"] == json!(site))
+                .then_some(())
+                .ok_or_else(|| format!("echo answered {body}"))
+        }
     }
 }
 
@@ -431,7 +429,7 @@ async fn request_worker(shared: Arc<Shared>, http: SocketAddr, pause: Duration, 
 
 /// A long-lived connection of any transport.
 enum Conn {
-    Ws(Ws),
+    Ws(Box<Ws>),
     Sse(Box<Sse>),
     Tcp(Tcp),
 }
@@ -439,7 +437,7 @@ enum Conn {
 impl Conn {
     async fn open(kind: Kind, addr: SocketAddr) -> Result<Conn, String> {
         match kind {
-            Kind::Ws => Ws::connect(addr).await.map(Conn::Ws),
+            Kind::Ws => Ws::connect(addr).await.map(|w| Conn::Ws(Box::new(w))),
             Kind::Sse => Sse::open(addr).await.map(|s| Conn::Sse(Box::new(s))),
             _ => Tcp::connect(addr).await.map(Conn::Tcp),
         }

@@ -106,7 +106,15 @@ impl NetLab {
                 format!("`ip netns` is not permitted here (needs root and CAP_SYS_ADMIN): {e}")
             })?;
             sh(&[
-                "ip", "link", "add", &ns.host_if, "type", "veth", "peer", "name", &ns.ns_if,
+                "ip",
+                "link",
+                "add",
+                &ns.host_if,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &ns.ns_if,
             ])?;
             sh(&["ip", "link", "set", &ns.ns_if, "netns", &ns.name])?;
             sh(&[
@@ -172,9 +180,9 @@ impl NetLab {
         ]);
         match probe {
             Ok(()) => Ok(Shaper::Netem),
-            Err(netem) => iptables().map(|_| Shaper::Nfqueue).map_err(|ipt| {
-                format!("no way to shape traffic: netem: {netem}; and {ipt}")
-            }),
+            Err(netem) => iptables()
+                .map(|_| Shaper::Nfqueue)
+                .map_err(|ipt| format!("no way to shape traffic: netem: {netem}; and {ipt}")),
         }
     }
 
@@ -200,10 +208,7 @@ impl NetLab {
                 &format!("{}%", loss * 100.0),
             ]),
             Shaper::Nfqueue => {
-                ns.line
-                    .as_ref()
-                    .ok_or("no delay line")?
-                    .set(delay, loss);
+                ns.line.as_ref().ok_or("no delay line")?.set(delay, loss);
                 Ok(())
             }
         }

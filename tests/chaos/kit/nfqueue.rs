@@ -173,7 +173,10 @@ fn open(netns_path: &str, queue: u16) -> Result<OwnedFd, String> {
         NLM_F_REQUEST | NLM_F_ACK,
         1,
         queue,
-        &[(NFQA_CFG_CMD, &[NFQNL_CFG_CMD_BIND, 0, 0, libc::AF_INET as u8])],
+        &[(
+            NFQA_CFG_CMD,
+            &[NFQNL_CFG_CMD_BIND, 0, 0, libc::AF_INET as u8],
+        )],
     );
     request(&sock, &bind).map_err(|e| format!("bind queue {queue}: {e}"))?;
     let mut copy = 64u32.to_be_bytes().to_vec();
@@ -320,7 +323,13 @@ fn packet_id(body: &[u8]) -> Option<u32> {
 fn verdict(sock: &OwnedFd, queue: u16, id: u32, verdict: u32) {
     let mut hdr = verdict.to_be_bytes().to_vec();
     hdr.extend_from_slice(&id.to_be_bytes());
-    let msg = message(NFQNL_MSG_VERDICT, NLM_F_REQUEST, 0, queue, &[(NFQA_VERDICT_HDR, &hdr)]);
+    let msg = message(
+        NFQNL_MSG_VERDICT,
+        NLM_F_REQUEST,
+        0,
+        queue,
+        &[(NFQA_VERDICT_HDR, &hdr)],
+    );
     let _ = send(sock, &msg);
 }
 
@@ -375,7 +384,13 @@ mod tests {
 
     #[test]
     fn messages_round_trip() {
-        let msg = message(NFQNL_MSG_VERDICT, NLM_F_REQUEST, 7, 3, &[(2, &[1, 2, 3, 4, 5])]);
+        let msg = message(
+            NFQNL_MSG_VERDICT,
+            NLM_F_REQUEST,
+            7,
+            3,
+            &[(2, &[1, 2, 3, 4, 5])],
+        );
         assert_eq!(msg.len() % 4, 0);
         let parsed = messages(&msg);
         assert_eq!(parsed.len(), 1);
@@ -388,7 +403,13 @@ mod tests {
     fn finds_the_packet_id() {
         let mut hdr = 0xdead_beefu32.to_be_bytes().to_vec();
         hdr.extend_from_slice(&[8, 0, 1]);
-        let msg = message(NFQNL_MSG_PACKET, 0, 0, 0, &[(9, &[0; 3]), (NFQA_PACKET_HDR, &hdr)]);
+        let msg = message(
+            NFQNL_MSG_PACKET,
+            0,
+            0,
+            0,
+            &[(9, &[0; 3]), (NFQA_PACKET_HDR, &hdr)],
+        );
         let parsed = messages(&msg);
         assert_eq!(packet_id(parsed[0].1), Some(0xdead_beef));
     }

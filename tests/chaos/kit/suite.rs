@@ -5,9 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::faults::{self, Fault, Figures, Timing};
-use super::lab::{
-    fd_count, rss_kib, Checks, Extra, Flavor, Proxy, Scratch, Site, SiteSpec,
-};
+use super::lab::{fd_count, rss_kib, Checks, Extra, Flavor, Proxy, Scratch, Site, SiteSpec};
 use super::load::{Load, LoadSpec, Outcome, Record};
 
 /// The load of a run, without its addresses.
@@ -59,6 +57,9 @@ pub struct RunSpec {
     pub checks: Checks,
     /// Load before the first fault.
     pub warmup: Duration,
+    /// Quiet time after the load before the last file-descriptor count (idle pooled upstream
+    /// connections close after 60 s in sitesteer).
+    pub quiet: Duration,
 }
 
 /// The figures of a run.
@@ -74,9 +75,10 @@ pub struct RunFigures {
     pub failed: (usize, usize),
     /// How long the load ran.
     pub duration: Duration,
-    /// The proxy's fds: right after start (before load), and 3 s after the load stopped.
-    pub fds: (Option<usize>, Option<usize>),
-    /// 3 s after the load stopped: sitesteer's open-connection gauge, and the sites' count.
+    /// The proxy's fds: right after start (before load), under load before the first fault,
+    /// and `quiet` after the load stopped.
+    pub fds: (Option<usize>, Option<usize>, Option<usize>),
+    /// After the load stopped: sitesteer's open-connection gauge, and the sites' count.
     pub open_after: (Option<i64>, Option<i64>),
     /// The proxy's config.
     pub config: String,
@@ -114,6 +116,7 @@ pub async fn run(flavor: Flavor, spec: &RunSpec) -> Result<RunFigures, String> {
     let fds_start = fd_count(proxy.pid());
     let load = Load::start(&spec.load.spec(&proxy));
     tokio::time::sleep(spec.warmup).await;
+    let fds_loaded = fd_count(proxy.pid());
     let mut figures = Vec::new();
     let mut error = None;
     for (i, fault) in spec.faults.iter().enumerate() {
@@ -152,7 +155,7 @@ pub async fn run(flavor: Flavor, spec: &RunSpec) -> Result<RunFigures, String> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(spec.quiet).await;
     let fds_end = fd_count(proxy.pid());
     let failed = records
         .iter()
@@ -168,7 +171,7 @@ pub async fn run(flavor: Flavor, spec: &RunSpec) -> Result<RunFigures, String> {
         sent: records.len(),
         failed: (failed, retriable),
         duration,
-        fds: (fds_start, fds_end),
+        fds: (fds_start, fds_loaded, fds_end),
         open_after,
         config: proxy.config.clone(),
     })
@@ -189,6 +192,9 @@ pub struct SoakFigures {
     pub reconnects: usize,
     /// The first few failures.
     pub examples: Vec<String>,
+    /// State changes of any site during the soak (nothing was injected: these are what a
+    /// busy machine makes of 90 ms probe timeouts).
+    pub changes: Vec<String>,
     /// Samples before this many seconds are the warm-up, left out of the slope.
     pub warmup_s: f64,
 }
@@ -261,9 +267,10 @@ pub async fn soak(
     let dir = Scratch::new("soak");
     let sites = start_sites(&dir).await?;
     let specs: Vec<SiteSpec> = sites.iter().map(|s| s.spec.clone()).collect();
-    let mut proxy = Proxy::start(Flavor::Sitesteer, &specs, checks, &Extra::default(), &dir.0)
-        .await?;
+    let mut proxy =
+        Proxy::start(Flavor::Sitesteer, &specs, checks, &Extra::default(), &dir.0).await?;
     let pid = proxy.pid();
+    let since = super::lab::epoch_ms();
     let load = Load::start(&shape.spec(&proxy));
     let started = Instant::now();
     let mut samples = Vec::new();
@@ -280,8 +287,12 @@ pub async fn soak(
     let elapsed = load.now();
     let records: Vec<Record> = load.stop().await;
     if !proxy.running() {
-        return Err(format!("sitesteer died in the soak:\n{}", proxy.log_tail(40)));
+        return Err(format!(
+            "sitesteer died in the soak:\n{}",
+            proxy.log_tail(40)
+        ));
     }
+    let changes = proxy.all_state_changes(since).await;
     Ok(SoakFigures {
         duration: elapsed,
         samples,
@@ -298,14 +309,28 @@ pub async fn soak(
             .iter()
             .filter_map(|r| match &r.outcome {
                 Outcome::Failed(e) => Some(format!(
-                    "{} at {:.1}s: {e}",
+                    "failed: {} at {:.1}s: {e}",
                     r.kind.name(),
                     r.sent.as_secs_f64()
                 )),
                 _ => None,
             })
             .take(5)
+            .chain(
+                records
+                    .iter()
+                    .filter_map(|r| match &r.outcome {
+                        Outcome::Lost(e) => Some(format!(
+                            "reconnect: {} at {:.1}s: {e}",
+                            r.kind.name(),
+                            r.sent.as_secs_f64()
+                        )),
+                        _ => None,
+                    })
+                    .take(5),
+            )
             .collect(),
+        changes,
         warmup_s: warmup.as_secs_f64(),
     })
 }
