@@ -54,11 +54,10 @@ test: browser
 
 ## The whole test suite: unit, property and end-to-end tests.
 test: deps venv
-	$(CARGO) build -p sitesteer
-	$(CARGO) test --workspace --exclude sitesteer-e2e --no-fail-fast
+	$(CARGO) build --workspace --bins
 	@# End-to-end tests start real processes and measure sub-second timings: one at a time,
-	@# so that a 2-core machine is not shared by several of them.
-	$(CARGO) test -p sitesteer-e2e --no-fail-fast -- --test-threads=1
+	@# so that a 2-core machine is not shared by several of them (unit tests are quick anyway).
+	$(CARGO) test --workspace --no-fail-fast -- --test-threads=1
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -67,6 +66,20 @@ lint:
 ## Failover benchmark against HAProxy (see BENCHMARKS.md).
 failover-bench: deps
 	bash benches/failover.sh
+
+## Throughput, latency, CPU and instructions per request: sitesteer against bare pingora,
+## HAProxy and nginx, interleaved (see BENCHMARKS.md; installs wrk, haproxy, nginx, valgrind).
+bench: deps
+	bash benches/run.sh
+
+## Scale: 1,000 probed endpoints, idle WebSocket and SSE connections, a 200-site reload.
+.PHONY: bench-scale bench-micro
+bench-scale: deps
+	bash benches/scale.sh
+
+## criterion micro-benchmarks: steering, health table, Snapshots, session ids.
+bench-micro: deps
+	$(CARGO) bench -p sitesteer-benches --bench steer
 
 ## The full chaos suite (see RELIABILITY.md): every fault under mixed load against sitesteer
 ## and HAProxy, real distance in network namespaces (needs root), a 10-minute soak. Writes the
