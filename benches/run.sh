@@ -4,6 +4,7 @@
 #   direct        wrk straight to the backend (the floor every proxy adds to)
 #   sitesteer     target/release/sitesteer run, [proxy] threads = 1, two sites
 #   bare-pingora  target/release/bare-pingora: pingora 0.9 round-robin, 1 thread, defaults
+#   bare-pingora-mimalloc  the same with mimalloc, the allocator sitesteer links
 #   haproxy       HAProxy, nbthread 1, roundrobin, keep-alive to the backend
 #   nginx         nginx, worker_processes 1, upstream keepalive
 # Phase 1 (peak): `wrk -t1 -c$CONNECTIONS -d$DURATION --latency`: requests/s, p50/p99, and the
@@ -11,7 +12,7 @@
 #   after the run).
 # Phase 2 (half peak): `loadgen --rate R` with R = HALF_LOAD x the median peak of sitesteer, the
 #   same R for every scenario: p50/p99, and the added latency (proxy - direct, same round).
-# Phase 3 (callgrind): sitesteer and bare-pingora under `valgrind --tool=callgrind`; after a
+# Phase 3 (callgrind): every proxy under `valgrind --tool=callgrind`; after a
 #   warm-up the counters are zeroed, CALLGRIND_REQUESTS requests are sent, and the
 #   instructions (user space, every thread) are dumped; then the same wall time with no load
 #   gives the idle instructions (probes, timers), which are reported apart.
@@ -20,7 +21,8 @@
 #
 # Knobs (environment): ROUNDS (5), DURATION (8 s), WARMUP (2 s), CONNECTIONS (64),
 # HALF_LOAD (0.5), PACED_DURATION (6 s), CALLGRIND_REQUESTS (20000; 0 skips phase 3),
-# SCENARIOS ("direct sitesteer bare-pingora haproxy nginx"), PIN (unset: no CPU pinning;
+# SCENARIOS ("direct sitesteer bare-pingora bare-pingora-mimalloc haproxy nginx"; also
+# sitesteer-VARIANT for a saved build target/bench/bin/sitesteer-VARIANT), PIN (unset: no CPU pinning;
 # "1": proxies on CPU 1, wrk/loadgen and the backend on CPU 0), SKIP_BUILD=1.
 # Only 127.0.0.1. Results: target/bench/run-*.json (one line per run) and a Markdown summary
 # on stdout; progress on stderr.
@@ -34,10 +36,10 @@ CONNECTIONS=${CONNECTIONS:-64}
 HALF_LOAD=${HALF_LOAD:-0.5}
 PACED_DURATION=${PACED_DURATION:-6}
 CALLGRIND_REQUESTS=${CALLGRIND_REQUESTS:-20000}
-SCENARIOS=${SCENARIOS:-"direct sitesteer bare-pingora haproxy nginx"}
+SCENARIOS=${SCENARIOS:-"direct sitesteer bare-pingora bare-pingora-mimalloc haproxy nginx"}
 PIN=${PIN:-}
 OUT="$ROOT/target/bench"
-REL="$ROOT/target/release"
+REL=${REL:-"$ROOT/target/release"}
 HAPROXY=${HAPROXY:-haproxy}
 NGINX=${NGINX:-nginx}
 
@@ -177,7 +179,11 @@ start_scenario() { # name dir [valgrind prefix...]
         PROXY_URL="http://127.0.0.1:$B1/"
         return 0
         ;;
-    sitesteer)
+    sitesteer | sitesteer-*)
+        # sitesteer-VARIANT runs target/bench/bin/sitesteer-VARIANT (a saved build, for
+        # before/after comparisons in one run).
+        local bin="$REL/sitesteer"
+        [ "$name" != sitesteer ] && bin="$OUT/bin/$name"
         cat >"$dir/sitesteer.toml" <<EOF
 state_file = "$dir/state.json"
 
@@ -199,11 +205,11 @@ name = "b"
 [site.endpoints]
 http = "127.0.0.1:$B2"
 EOF
-        spawn_on 1 "$@" "$REL/sitesteer" run -c "$dir/sitesteer.toml" \
+        spawn_on 1 "$@" "$bin" run -c "$dir/sitesteer.toml" \
             >"$dir/proxy.log" 2>&1
         ;;
-    bare-pingora)
-        spawn_on 1 "$@" "$REL/bare-pingora" --listen "127.0.0.1:$pp" --threads 1 \
+    bare-pingora | bare-pingora-mimalloc)
+        spawn_on 1 "$@" "$REL/$name" --listen "127.0.0.1:$pp" --threads 1 \
             --upstream "127.0.0.1:$B1" --upstream "127.0.0.1:$B2" >"$dir/proxy.log" 2>&1
         ;;
     haproxy)
@@ -231,12 +237,16 @@ backend be
     server b 127.0.0.1:$B2 check
 EOF
         "$HAPROXY" -c -q -f "$dir/haproxy.cfg" >&2
-        spawn_on 1 "$HAPROXY" -db -f "$dir/haproxy.cfg" >"$dir/proxy.log" 2>&1
+        spawn_on 1 "$@" "$HAPROXY" -db -f "$dir/haproxy.cfg" >"$dir/proxy.log" 2>&1
         ;;
     nginx)
         mkdir -p "$dir/tmp"
+        # Under valgrind the one worker must be the process itself.
+        local master=on
+        [ $# -gt 0 ] && master=off
         cat >"$dir/nginx.conf" <<EOF
 worker_processes 1;
+master_process $master;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -263,7 +273,7 @@ http {
     }
 }
 EOF
-        spawn_on 1 "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$dir/proxy.log" 2>&1
+        spawn_on 1 "$@" "$NGINX" -p "$dir" -c "$dir/nginx.conf" >"$dir/proxy.log" 2>&1
         ;;
     *) log "unknown scenario $name"; exit 1 ;;
     esac
@@ -387,8 +397,8 @@ if [[ " $SCENARIOS " == *" sitesteer "* ]]; then
 fi
 
 if [ "$CALLGRIND_REQUESTS" -gt 0 ]; then
-    for name in sitesteer bare-pingora; do
-        [[ " $SCENARIOS " == *" $name "* ]] && callgrind_run "$name"
+    for name in $SCENARIOS; do
+        [ "$name" != direct ] && callgrind_run "$name"
     done
 fi
 

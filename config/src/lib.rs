@@ -46,7 +46,6 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
 
 /// Validates config text; `origin` names it in errors and `base_dir` anchors relative paths.
 pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
-    let locator = Locator::new(text);
     let fail = |errors: Vec<ConfigError>| ConfigErrors {
         origin: origin.to_string(),
         errors,
@@ -56,11 +55,16 @@ pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<Config, Config
         Err(e) => {
             return Err(fail(vec![ConfigError {
                 path: String::new(),
-                line: e.span().map(|s| locator.line_at(s.start)),
+                line: e
+                    .span()
+                    .map(|s| Locator::without_spans(text).line_at(s.start)),
                 message: format!("not valid TOML: {}", e.message()),
             }]))
         }
     };
+    // Spans come from toml_edit, which is only shown text that parsed: it panics on some
+    // invalid files (found by fuzzing; fuzz/regressions/config_parse).
+    let locator = Locator::new(text);
     let mut problems = Problems::default();
     let raw = read_sections(table, &mut problems);
     let config = validate::validate(raw, base_dir, &mut problems);

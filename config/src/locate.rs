@@ -10,12 +10,19 @@ pub struct Locator<'a> {
 }
 
 impl<'a> Locator<'a> {
-    /// Parses `text` for spans; a text that does not parse locates nothing.
+    /// Parses `text` for spans; a text that does not parse locates nothing. toml_edit has
+    /// panicked on invalid text (fuzz/regressions/config_parse): callers pass text that
+    /// `toml` accepted, and a panic here still only costs the line numbers.
     pub fn new(text: &'a str) -> Self {
-        Self {
-            text,
-            doc: Document::parse(text).ok(),
-        }
+        let doc = std::panic::catch_unwind(|| Document::parse(text).ok())
+            .ok()
+            .flatten();
+        Self { text, doc }
+    }
+
+    /// Only line numbers of byte offsets (for text that is not valid TOML).
+    pub fn without_spans(text: &'a str) -> Self {
+        Self { text, doc: None }
     }
 
     /// The 1-based line of the deepest part of `path` that exists in the file.

@@ -1190,7 +1190,12 @@ fn limits(raw: &RawLimits, p: &mut Problems) -> Limits {
             "limits.max_body_bytes",
             p,
         ),
-        header_timeout: positive(&raw.header_timeout, d::HEADER_TIMEOUT_MS, "header_timeout", p),
+        header_timeout: positive(
+            &raw.header_timeout,
+            d::HEADER_TIMEOUT_MS,
+            "header_timeout",
+            p,
+        ),
         body_timeout: positive(&raw.body_timeout, d::BODY_TIMEOUT_MS, "body_timeout", p),
         keepalive_timeout: positive(
             &raw.keepalive_timeout,

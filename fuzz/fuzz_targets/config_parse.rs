@@ -12,7 +12,10 @@ fuzz_target!(|data: &[u8]| {
     };
     match sitesteer_config::parse(text, "fuzz", Path::new("/nonexistent")) {
         Ok(config) => {
-            assert!(!config.sites.is_empty(), "a config without sites was accepted");
+            assert!(
+                !config.sites.is_empty(),
+                "a config without sites was accepted"
+            );
         }
         Err(errors) => {
             assert!(!errors.errors.is_empty(), "refused without an error");

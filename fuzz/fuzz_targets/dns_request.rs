@@ -12,7 +12,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use hickory_server::net::runtime::TokioTime;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::net::NetError;
+use hickory_server::proto::op::{
+    Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_server::proto::rr::Record;
+use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponse;
 use libfuzzer_sys::fuzz_target;
@@ -75,9 +79,8 @@ fn world() -> &'static World {
             .enable_all()
             .build()
             .expect("runtime");
-        let health = runtime.block_on(async {
-            sitesteer_probes::start(Arc::new(config), Default::default())
-        });
+        let health = runtime
+            .block_on(async { sitesteer_probes::start(Arc::new(config), Default::default()) });
         let shared = Arc::new(Shared::new(health).expect("zone"));
         let handler = DnsHandler::new(shared, Arc::new(Metrics::new()));
         World { runtime, handler }
@@ -104,7 +107,32 @@ impl ResponseHandler for Capture {
             impl Iterator<Item = &'a Record> + Send + 'a,
         >,
     ) -> Result<ResponseInfo, NetError> {
-        let (info, bytes) = response.encode(self.protocol)?;
+        // hickory's own `MessageResponse::encode` (crate-private), step for step: the UDP
+        // size limit from EDNS (512 bytes without), and SERVFAIL when encoding fails.
+        let id = response.metadata().id;
+        let max = match (self.protocol, response.edns()) {
+            (Protocol::Udp, Some(edns)) => edns.max_payload(),
+            (Protocol::Udp, None) => 512,
+            _ => u16::MAX,
+        };
+        let mut bytes = Vec::with_capacity(512);
+        let mut encoder = BinEncoder::new(&mut bytes);
+        encoder.set_max_size(max);
+        let info = match response.destructive_emit(&mut encoder) {
+            Ok(info) => info,
+            Err(_) => {
+                bytes.clear();
+                let mut encoder = BinEncoder::new(&mut bytes);
+                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
+                metadata.response_code = ResponseCode::ServFail;
+                let header = Header {
+                    metadata,
+                    counts: HeaderCounts::default(),
+                };
+                header.emit(&mut encoder)?;
+                ResponseInfo::from(header)
+            }
+        };
         if let Ok(mut sent) = self.sent.lock() {
             *sent = Some(bytes);
         }
@@ -116,7 +144,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&pick, packet)) = data.split_first() else {
         return;
     };
-    let protocol = if pick & 1 == 0 { Protocol::Udp } else { Protocol::Tcp };
+    let protocol = if pick & 1 == 0 {
+        Protocol::Udp
+    } else {
+        Protocol::Tcp
+    };
     let ip = match (pick >> 1) & 3 {
         0 => IpAddr::V4(Ipv4Addr::new(10, 1, 2, 3)),
         1 => IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7)),

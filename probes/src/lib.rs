@@ -18,6 +18,6 @@ pub mod window;
 pub use observation::{Failure, Observation, PassiveReporter, SiteId, Source};
 pub use overrides::{Overrides, SiteOverride};
 pub use owner::{start, start_observed, HealthHandle, Observer, OwnerGone};
-pub use snapshot::{SiteState, SiteView, Snapshot};
+pub use snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 pub use state::Health;
 pub use table::{score, HealthTable, StateChange};

@@ -10,7 +10,7 @@ use sitesteer_config::Config;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::observation::{Observation, PassiveReporter};
+use crate::observation::{Observation, PassiveReporter, Source};
 use crate::overrides::Overrides;
 use crate::probe;
 use crate::snapshot::Snapshot;
@@ -156,12 +156,15 @@ impl Owner {
                 cmd = commands.recv() => match cmd {
                     None => return,
                     Some(Command::SetOverrides(o, ack)) => {
+                        self.fold_passive(Instant::now());
                         self.table.set_overrides(o, Instant::now());
                         self.publish();
                         let _ = ack.send(());
                         continue;
                     }
                     Some(Command::Reconfigure(config, ack)) => {
+                        // The counts of the old generation fold into the old site ids.
+                        self.fold_passive(Instant::now());
                         let generation = self.table.reconfigure(config, Instant::now());
                         let _ = self.generation_tx.send(generation);
                         probe::spawn_all(self.table.config(), generation, self.obs_tx.clone(), self.generation_rx.clone());
@@ -182,7 +185,9 @@ impl Owner {
                     changed
                 }
                 _ = tick.tick() => {
-                    let changed = self.table.tick(Instant::now());
+                    let (counted, mut changed) = self.fold_passive(Instant::now());
+                    dirty |= counted;
+                    changed |= self.table.tick(Instant::now());
                     if dirty || changed {
                         dirty = false;
                         self.publish();
@@ -197,7 +202,44 @@ impl Owner {
         }
     }
 
+    /// Folds the data plane's success counts (see [`crate::PassiveCounts`]) as passive
+    /// successes now. Returns (whether any were counted, whether a published state changed).
+    fn fold_passive(&mut self, now: Instant) -> (bool, bool) {
+        let counts = self.table.passive().clone();
+        let generation = self.table.generation();
+        let (mut counted, mut changed) = (false, false);
+        for site in 0..counts.len() {
+            let n = counts.take(site);
+            if n == 0 {
+                continue;
+            }
+            counted = true;
+            if let Some(observer) = &self.observer {
+                if let Some(s) = self.table.config().sites.get(site) {
+                    // One call stands for the batch: observers of passive successes only
+                    // care that the site served.
+                    let obs = Observation {
+                        site,
+                        generation,
+                        source: Source::Passive,
+                        outcome: Ok(Duration::ZERO),
+                        at: now,
+                        detail: None,
+                    };
+                    observer(&obs, &s.name);
+                }
+            }
+            changed |= self.table.fold_passive_ok(site, n, now);
+        }
+        (counted, changed)
+    }
+
     fn fold(&mut self, obs: &Observation) -> bool {
+        // Successes counted before a passive failure fold before it.
+        let mut changed = false;
+        if obs.source == Source::Passive {
+            changed = self.fold_passive(obs.at).1;
+        }
         if let Some(observer) = &self.observer {
             if obs.generation == self.table.generation() {
                 if let Some(site) = self.table.config().sites.get(obs.site) {
@@ -205,7 +247,7 @@ impl Owner {
                 }
             }
         }
-        self.table.fold(obs)
+        self.table.fold(obs) | changed
     }
 
     fn publish(&mut self) {

@@ -1,5 +1,6 @@
 //! The published, immutable view of every site that the data planes steer by.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -108,4 +109,51 @@ pub struct Snapshot {
     pub config: Arc<Config>,
     /// One per configured site, in config order (index = site id).
     pub sites: Vec<SiteView>,
+    /// Where the data plane counts successful requests of this generation (see
+    /// [`PassiveCounts`]); shared by every Snapshot of one generation.
+    pub passive: Arc<PassiveCounts>,
+}
+
+/// Successful proxied requests per site, counted by the data plane with one relaxed atomic
+/// add each instead of one message each. A message per request woke the health owner's
+/// thread once per request; the owner instead folds these counts on every tick
+/// (`PUBLISH_EVERY`) and before every passive failure, as passive successes at that moment.
+/// Failures still travel as [`crate::Observation`]s at once. One per config generation,
+/// indexed by site id.
+#[derive(Debug, Default)]
+pub struct PassiveCounts {
+    ok: Box<[AtomicU64]>,
+}
+
+impl PassiveCounts {
+    /// Counters for `sites` sites.
+    pub fn new(sites: usize) -> Self {
+        Self {
+            ok: (0..sites).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Counts one successful request to `site` (ids out of range are ignored).
+    pub fn success(&self, site: usize) {
+        if let Some(c) = self.ok.get(site) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The successes of `site` counted since the last call.
+    pub fn take(&self, site: usize) -> u64 {
+        self.ok
+            .get(site)
+            .map_or(0, |c| c.swap(0, Ordering::Relaxed))
+    }
+
+    /// How many sites are counted.
+    pub fn len(&self) -> usize {
+        self.ok.len()
+    }
+
+    /// Whether no site is counted.
+    pub fn is_empty(&self) -> bool {
+        self.ok.is_empty()
+    }
 }

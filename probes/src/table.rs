@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::observation::{Observation, Source};
 use crate::overrides::Overrides;
-use crate::snapshot::{SiteState, SiteView, Snapshot};
+use crate::snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 use crate::state::{Health, SiteHealth, Stats, Thresholds};
 use crate::window::{Latency, Window};
 
@@ -32,6 +32,9 @@ struct Entry {
     health: SiteHealth,
     window: Window,
     latency: Latency,
+    /// `latency.p99_ms()`, kept until the next sample: Snapshots are published every 25 ms
+    /// under traffic, probes add a sample every 100 ms, and the p99 sorts every sample.
+    p99_ms: Option<f64>,
     published: SiteState,
     published_at: SystemTime,
 }
@@ -45,6 +48,7 @@ pub struct HealthTable {
     overrides: Overrides,
     version: u64,
     changes: Vec<StateChange>,
+    passive: Arc<PassiveCounts>,
 }
 
 /// Whether `probe` runs against `site`.
@@ -76,6 +80,7 @@ impl HealthTable {
             .collect();
         let mut table = Self {
             thresholds: thresholds(&config),
+            passive: Arc::new(PassiveCounts::new(config.sites.len())),
             config,
             generation: 1,
             entries,
@@ -95,6 +100,7 @@ impl HealthTable {
             health: SiteHealth::new(applies, now),
             window: Window::new(config.health.window),
             latency: Latency::new(config.health.ewma_alpha, config.health.latency_samples),
+            p99_ms: None,
             published: SiteState::Up,
             published_at: SystemTime::now(),
         }
@@ -113,6 +119,11 @@ impl HealthTable {
     /// The operator overrides in force.
     pub fn overrides(&self) -> &Overrides {
         &self.overrides
+    }
+
+    /// The data plane's success counters of the current generation.
+    pub fn passive(&self) -> &Arc<PassiveCounts> {
+        &self.passive
     }
 
     /// Swaps in a new config. Sites whose name, endpoints and probes are unchanged keep their
@@ -137,6 +148,7 @@ impl HealthTable {
         }
         self.entries = entries;
         self.thresholds = thresholds(&self.config);
+        self.passive = Arc::new(PassiveCounts::new(self.config.sites.len()));
         self.generation += 1;
         self.republish_states(now);
         self.generation
@@ -169,6 +181,22 @@ impl HealthTable {
         self.fold_unfaulted(obs)
     }
 
+    /// Folds `count` successful proxied requests to `site` seen up to `at` (the data plane's
+    /// [`PassiveCounts`] of this generation): the same as folding `count` passive `Ok`
+    /// observations at `at`, evaluated once. Returns whether a published state changed.
+    pub fn fold_passive_ok(&mut self, site: usize, count: u64, at: Instant) -> bool {
+        let Some(entry) = self.entries.get_mut(site) else {
+            return false;
+        };
+        if count == 0 {
+            return false;
+        }
+        for _ in 0..count {
+            entry.window.record(at, false, true);
+        }
+        self.evaluate(site, at)
+    }
+
     fn fold_unfaulted(&mut self, obs: &Observation) -> bool {
         let thresholds = self.thresholds;
         let Some(entry) = self.entries.get_mut(obs.site) else {
@@ -179,6 +207,7 @@ impl HealthTable {
         match (obs.source, obs.outcome) {
             (Source::Probe(p), Ok(latency)) => {
                 entry.latency.record(latency);
+                entry.p99_ms = None;
                 entry.health.probe_result(p, Ok(()), &thresholds);
             }
             (Source::Probe(p), Err(failure)) => {
@@ -289,6 +318,11 @@ impl HealthTable {
     /// Builds the next Snapshot.
     pub fn snapshot(&mut self, now: Instant) -> Snapshot {
         self.version += 1;
+        for e in &mut self.entries {
+            if e.p99_ms.is_none() {
+                e.p99_ms = Some(e.latency.p99_ms());
+            }
+        }
         let reference_ms = self.config.health.latency_reference.as_secs_f64() * 1000.0;
         let sites = self
             .config
@@ -322,7 +356,7 @@ impl HealthTable {
                     availability: totals.availability(),
                     error_rate,
                     latency_ewma_ms: ewma,
-                    latency_p99_ms: e.latency.p99_ms(),
+                    latency_p99_ms: e.p99_ms.unwrap_or_else(|| e.latency.p99_ms()),
                     changed_at: e.published_at,
                     reason: self.reason_of(i),
                     endpoints: site.endpoints.clone(),
@@ -334,6 +368,7 @@ impl HealthTable {
             generation: self.generation,
             config: self.config.clone(),
             sites,
+            passive: self.passive.clone(),
         }
     }
 }
@@ -354,4 +389,70 @@ pub fn longest_interval(config: &Config) -> Duration {
         .map(|p| p.interval + p.jitter)
         .max()
         .unwrap_or(Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observation::Failure;
+
+    fn table() -> HealthTable {
+        let text = "[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n\
+                    [[site]]\nname = \"b\"\n[site.endpoints]\nhttp = \"127.0.0.1:2\"\n";
+        let config = sitesteer_config::parse(text, "test", std::path::Path::new(".")).unwrap();
+        HealthTable::new(Arc::new(config), Overrides::default(), Instant::now())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counted_successes_fold_like_passive_observations() {
+        let mut t = table();
+        let now = Instant::now();
+        let fail = Observation {
+            site: 1,
+            generation: t.generation(),
+            source: Source::Passive,
+            outcome: Err(Failure::Status(500)),
+            at: now,
+            detail: None,
+        };
+        t.fold(&fail);
+        // The data plane counts successes; the owner folds them.
+        let snap = t.snapshot(now);
+        for _ in 0..3 {
+            snap.passive.success(1);
+        }
+        snap.passive.success(99); // out of range: ignored
+        assert_eq!(t.passive().take(1), 3);
+        assert_eq!(t.passive().take(1), 0);
+        t.fold_passive_ok(1, 3, now);
+        let snap = t.snapshot(now);
+        assert!((snap.sites[1].error_rate - 0.25).abs() < 1e-9);
+        assert_eq!(snap.sites[0].error_rate, 0.0);
+        // A reload gives the new generation its own counters.
+        let before = t.passive().clone();
+        let config = t.config().clone();
+        t.reconfigure(config, now);
+        assert!(!Arc::ptr_eq(&before, t.passive()));
+        let snap = t.snapshot(now);
+        assert!(Arc::ptr_eq(t.passive(), &snap.passive));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_published_p99_follows_new_probe_samples() {
+        let mut t = table();
+        let now = Instant::now();
+        let probe = |ms: u64| Observation {
+            site: 0,
+            generation: 1,
+            source: Source::Probe(0),
+            outcome: Ok(Duration::from_millis(ms)),
+            at: now,
+            detail: None,
+        };
+        t.fold(&probe(10));
+        assert_eq!(t.snapshot(now).sites[0].latency_p99_ms, 10.0);
+        t.fold(&probe(30));
+        assert_eq!(t.snapshot(now).sites[0].latency_p99_ms, 30.0);
+        assert_eq!(t.snapshot(now).sites[0].latency_p99_ms, 30.0);
+    }
 }

@@ -135,8 +135,9 @@ pub fn runtime_result<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
 
 fn init_tracing() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,pingora_proxy=error,pingora_core=warn,hickory_server=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,pingora_proxy=error,pingora_core=warn,hickory_server=warn")
+    });
     let _ = tracing_log::LogTracer::init();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -431,9 +431,16 @@ fn render_ack(v: &Value) -> String {
                 format!(": {}", s(site, "reason"))
             }
         ),
-        None => match (v.get("from").and_then(Value::as_str), v.get("to").and_then(Value::as_str)) {
-            (Some(from), Some(to)) => format!("ok: failover from {from} to {to}; `sitesteer ctl undrain {from}` ends it\n"),
-            (Some(from), None) => format!("ok: failover away from {from}; `sitesteer ctl undrain {from}` ends it\n"),
+        None => match (
+            v.get("from").and_then(Value::as_str),
+            v.get("to").and_then(Value::as_str),
+        ) {
+            (Some(from), Some(to)) => format!(
+                "ok: failover from {from} to {to}; `sitesteer ctl undrain {from}` ends it\n"
+            ),
+            (Some(from), None) => {
+                format!("ok: failover away from {from}; `sitesteer ctl undrain {from}` ends it\n")
+            }
             _ => "ok\n".to_string(),
         },
     }

@@ -75,7 +75,10 @@ mod tests {
             vec![Frame::Message(b"ok"), Frame::TooLong]
         );
         // Exactly the limit, with its newline, is fine.
-        assert_eq!(split_lines(b"12345678\n", 8), vec![Frame::Message(b"12345678")]);
+        assert_eq!(
+            split_lines(b"12345678\n", 8),
+            vec![Frame::Message(b"12345678")]
+        );
         assert_eq!(split_lines(b"12345678\r\n", 8), vec![Frame::TooLong]);
         assert_eq!(split_lines(b"x", 0), vec![Frame::TooLong]);
     }

@@ -181,8 +181,11 @@ impl HeadScan {
             }
         }
         self.scanned = self.scanned.max(buf.len());
-        let pending = buf.len().saturating_sub(self.line_start);
-        if !self.request_line_seen && pending > limits.max_request_line {
+        // A pending `\r` may be the start of the line's ending, which does not count
+        // (found by fuzzing: fuzz/regressions/http_head).
+        let pending = buf.get(self.line_start..).unwrap_or_default();
+        let pending = pending.strip_suffix(b"\r").unwrap_or(pending);
+        if !self.request_line_seen && pending.len() > limits.max_request_line {
             return Scan::Refused(Refusal::RequestLine);
         }
         if buf.len() > limits.max_header_bytes {
@@ -297,7 +300,11 @@ async fn read_head(
             }
             Err(_) => return Err(HeadEnd::Refused(Refusal::HeaderTimeout)),
             Ok(Ok(0)) | Ok(Err(_)) => {
-                tracing::debug!(why = "closed", read = buf.len(), "client left before a request head");
+                tracing::debug!(
+                    why = "closed",
+                    read = buf.len(),
+                    "client left before a request head"
+                );
                 return Err(HeadEnd::Quiet);
             }
             Ok(Ok(_)) => {}
@@ -334,7 +341,13 @@ impl<A> HttpGate<A> {
     }
 
     fn refused(&self, refusal: Refusal, peer: &str) {
-        tracing::debug!(listener = "http", reason = refusal.reason(), status = refusal.status(), peer, "request refused");
+        tracing::debug!(
+            listener = "http",
+            reason = refusal.reason(),
+            status = refusal.status(),
+            peer,
+            "request refused"
+        );
         self.metrics
             .refused
             .with_label_values(&["http", refusal.reason()])
@@ -383,18 +396,17 @@ where
             } else {
                 (Instant::now() + limits.keepalive_timeout, None)
             };
-            let head = match read_head(&mut stream, &limits, idle_until, head_deadline, shutdown)
-                .await
-            {
-                Ok(head) => head,
-                Err(HeadEnd::Quiet) => return None,
-                Err(HeadEnd::Refused(refusal)) => {
-                    let peer = peer_of(&stream);
-                    self.refused(refusal, &peer);
-                    answer_and_close(&mut stream, &refusal.response(), LINGER).await;
-                    return None;
-                }
-            };
+            let head =
+                match read_head(&mut stream, &limits, idle_until, head_deadline, shutdown).await {
+                    Ok(head) => head,
+                    Err(HeadEnd::Quiet) => return None,
+                    Err(HeadEnd::Refused(refusal)) => {
+                        let peer = peer_of(&stream);
+                        self.refused(refusal, &peer);
+                        answer_and_close(&mut stream, &refusal.response(), LINGER).await;
+                        return None;
+                    }
+                };
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(s) => pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session),
@@ -458,7 +470,12 @@ where
         let max = self.health.snapshot().config.limits.max_connections;
         let Some(_slot) = self.open.acquire(max) else {
             let peer = peer_of(&stream);
-            tracing::debug!(listener = "tcp", reason = "connections", peer, "connection refused");
+            tracing::debug!(
+                listener = "tcp",
+                reason = "connections",
+                peer,
+                "connection refused"
+            );
             self.metrics
                 .refused
                 .with_label_values(&["tcp", Refusal::Connections.reason()])
@@ -545,9 +562,18 @@ mod tests {
         let l = small();
         let head = b"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody";
         assert_eq!(scan_all(head, &l), Scan::Complete(head.len() - 4));
-        assert_eq!(scan_all(b"GET / HTTP/1.1\nHost: a\n\n", &l), Scan::Complete(24));
-        assert_eq!(scan_all(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", &l), Scan::Complete(22));
-        assert_eq!(scan_all(b"GET / HTTP/1.1\r\nHost: a\r\n", &l), Scan::Partial);
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\nHost: a\n\n", &l),
+            Scan::Complete(24)
+        );
+        assert_eq!(
+            scan_all(b"\r\n\r\nGET / HTTP/1.1\r\n\r\n", &l),
+            Scan::Complete(22)
+        );
+        assert_eq!(
+            scan_all(b"GET / HTTP/1.1\r\nHost: a\r\n", &l),
+            Scan::Partial
+        );
     }
 
     #[test]
@@ -577,12 +603,70 @@ mod tests {
         let many = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n\r\n";
         assert_eq!(scan_all(many, &l), Scan::Refused(Refusal::Headers));
         let big = format!("GET / HTTP/1.1\r\nA: {}\r\n\r\n", "b".repeat(200));
-        assert_eq!(scan_all(big.as_bytes(), &l), Scan::Refused(Refusal::HeadBytes));
+        assert_eq!(
+            scan_all(big.as_bytes(), &l),
+            Scan::Refused(Refusal::HeadBytes)
+        );
         let partial = format!("GET / HTTP/1.1\r\nA: {}", "b".repeat(200));
         assert_eq!(
             scan_all(partial.as_bytes(), &l),
             Scan::Refused(Refusal::HeadBytes)
         );
+    }
+
+    #[test]
+    fn a_request_line_at_the_limit_may_pause_before_its_newline() {
+        // Found by fuzzing: the line's `\r` arrived without its `\n` and was counted.
+        let l = small();
+        let line = format!("GET /{} HTTP/1.1", "a".repeat(18));
+        assert_eq!(line.len(), l.max_request_line);
+        let head = format!("{line}\r\n\r\n");
+        let mut scan = HeadScan::default();
+        assert_eq!(
+            scan.feed(&head.as_bytes()[..line.len() + 1], &l),
+            Scan::Partial
+        );
+        assert_eq!(scan.feed(head.as_bytes(), &l), Scan::Complete(head.len()));
+        let longer = format!("{line}x\r");
+        assert_eq!(
+            HeadScan::default().feed(longer.as_bytes(), &l),
+            Scan::Refused(Refusal::RequestLine)
+        );
+    }
+
+    /// Every input the fuzzer crashed on (`fuzz/regressions/http_head/`): the first byte is
+    /// where the head is cut in two, as in the fuzz target.
+    #[test]
+    fn fuzz_regressions_scan_the_same_in_pieces() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/http_head");
+        let limits = Limits {
+            max_request_line: 64,
+            max_header_bytes: 512,
+            max_headers: 8,
+            ..Limits::default()
+        };
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("the regression folder") {
+            let data = std::fs::read(entry.expect("entry").path()).expect("read");
+            let Some((&cut, input)) = data.split_first() else {
+                continue;
+            };
+            let whole = HeadScan::default().feed(input, &limits);
+            let cut = usize::from(cut).min(input.len());
+            let mut scan = HeadScan::default();
+            let pieces = match scan.feed(&input[..cut], &limits) {
+                Scan::Partial => scan.feed(input, &limits),
+                other => other,
+            };
+            assert_eq!(
+                std::mem::discriminant(&whole),
+                std::mem::discriminant(&pieces),
+                "{whole:?} {pieces:?}"
+            );
+            seen += 1;
+        }
+        assert!(seen > 0);
     }
 
     #[test]

@@ -1,8 +1,11 @@
 //! Prometheus metrics. The registry is built once and passed in; names are constants
 //! prefixed `sitesteer_`; per-site series carry `site` (and `transport`, `code`).
 
+use std::sync::{Arc, OnceLock};
+
+use arc_swap::ArcSwapOption;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use sitesteer_probes::{SiteState, Snapshot};
@@ -66,6 +69,84 @@ pub struct Metrics {
     site_latency: GaugeVec,
     site_availability: GaugeVec,
     snapshot_version: IntGauge,
+    site_handles: ArcSwapOption<SiteHandles>,
+}
+
+/// `transport` labels of `sitesteer_requests_total` with cached series.
+const TRANSPORTS: [&str; 4] = ["http", "ws", "sse", "tcp"];
+/// `code` labels of `sitesteer_requests_total` with cached series; others are looked up.
+const CODES: [u16; 26] = [
+    0, 101, 200, 201, 202, 204, 206, 301, 302, 304, 307, 308, 400, 401, 403, 404, 405, 408, 409,
+    413, 429, 500, 501, 502, 503, 504,
+];
+
+/// The per-request series of every site of one config generation, so that the data plane
+/// neither hashes label values nor allocates per request. Built by
+/// [`Metrics::site_handles`] for each new generation; each series is created on its first
+/// use, so `/metrics` shows exactly the series it showed without the cache.
+pub struct SiteHandles {
+    generation: u64,
+    sites: Vec<SiteHandle>,
+}
+
+/// One site's cached series and its `x-sitesteer-site` header value.
+pub struct SiteHandle {
+    name: String,
+    header: Option<http::HeaderValue>,
+    upstream_latency: OnceLock<Histogram>,
+    /// `TRANSPORTS.len() × CODES.len()`.
+    requests: Box<[OnceLock<IntCounter>]>,
+}
+
+impl SiteHandles {
+    /// The config generation the site ids refer to.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Site `id`.
+    pub fn get(&self, id: usize) -> Option<&SiteHandle> {
+        self.sites.get(id)
+    }
+}
+
+impl SiteHandle {
+    /// The site's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The site's name as a header value (`None` if it cannot be one).
+    pub fn header(&self) -> Option<&http::HeaderValue> {
+        self.header.as_ref()
+    }
+
+    /// Counts one request in `sitesteer_requests_total{site, transport, code}`.
+    pub fn count_request(&self, metrics: &Metrics, transport: &str, code: u16) {
+        let t = TRANSPORTS.iter().position(|t| *t == transport);
+        let c = CODES.iter().position(|c| *c == code);
+        let lookup = || {
+            let mut buf = itoa::Buffer::new();
+            metrics
+                .requests
+                .with_label_values(&[self.name.as_str(), transport, buf.format(code)])
+        };
+        match (t, c) {
+            (Some(t), Some(c)) => self.requests[t * CODES.len() + c].get_or_init(lookup).inc(),
+            _ => lookup().inc(),
+        }
+    }
+
+    /// Observes one upstream latency in `sitesteer_upstream_latency_seconds{site}`.
+    pub fn observe_upstream_latency(&self, metrics: &Metrics, seconds: f64) {
+        self.upstream_latency
+            .get_or_init(|| {
+                metrics
+                    .upstream_latency
+                    .with_label_values(&[self.name.as_str()])
+            })
+            .observe(seconds);
+    }
 }
 
 fn build<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, metric: T) -> T {
@@ -118,6 +199,7 @@ impl Metrics {
             site_latency: build(r, GaugeVec::new(Opts::new("sitesteer_site_probe_latency_ms", "Probe latency EWMA and p99, milliseconds."), &["site", "stat"]).expect("valid metric")),
             site_availability: build(r, GaugeVec::new(Opts::new("sitesteer_site_availability", "Fraction of successful probes over the health window."), &["site"]).expect("valid metric")),
             snapshot_version: build(r, IntGauge::new("sitesteer_snapshot_version", "Version of the published health snapshot.").expect("valid metric")),
+            site_handles: ArcSwapOption::empty(),
             registry,
         }
     }
@@ -128,6 +210,32 @@ impl Metrics {
         build(r, self.cluster_connected.clone());
         build(r, self.cluster_writes.clone());
         build(r, self.cluster_updates.clone());
+    }
+
+    /// The cached per-request series of the sites of `snap`'s generation (built once per
+    /// generation; see [`SiteHandles`]).
+    pub fn site_handles(&self, snap: &Snapshot) -> Arc<SiteHandles> {
+        if let Some(h) = self.site_handles.load_full() {
+            if h.generation == snap.generation && h.sites.len() == snap.sites.len() {
+                return h;
+            }
+        }
+        let slots = TRANSPORTS.len() * CODES.len();
+        let built = Arc::new(SiteHandles {
+            generation: snap.generation,
+            sites: snap
+                .sites
+                .iter()
+                .map(|s| SiteHandle {
+                    name: s.name.clone(),
+                    header: http::HeaderValue::from_str(&s.name).ok(),
+                    upstream_latency: OnceLock::new(),
+                    requests: (0..slots).map(|_| OnceLock::new()).collect(),
+                })
+                .collect(),
+        });
+        self.site_handles.store(Some(built.clone()));
+        built
     }
 
     /// Sets the long-window availability of `site`.
@@ -215,10 +323,42 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sitesteer_build_info"));
+        assert!(!text.contains("sitesteer_upstream_latency_seconds_count"));
         assert!(text.contains("sitesteer_unroutable_requests_total 1"));
         assert!(!text.contains("sitesteer_cluster_connected"));
         m.register_cluster();
         m.register_cluster();
         assert!(m.render().contains("sitesteer_cluster_connected 0"));
+    }
+
+    #[tokio::test]
+    async fn cached_site_series_count_like_labelled_lookups() {
+        let text = "[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n";
+        let config = sitesteer_config::parse(text, "t", std::path::Path::new(".")).unwrap();
+        let now = tokio::time::Instant::now();
+        let mut table = sitesteer_probes::HealthTable::new(
+            Arc::new(config),
+            sitesteer_probes::Overrides::default(),
+            now,
+        );
+        let snap = table.snapshot(now);
+        let m = Metrics::new();
+        let handles = m.site_handles(&snap);
+        assert!(Arc::ptr_eq(&handles, &m.site_handles(&snap)), "built once");
+        let a = handles.get(0).unwrap();
+        assert_eq!(a.header().map(|v| v.as_bytes()), Some(&b"a"[..]));
+        a.count_request(&m, "http", 200);
+        a.count_request(&m, "http", 200);
+        a.count_request(&m, "sse", 299); // not cached: looked up
+        a.observe_upstream_latency(&m, 0.002);
+        let text = m.render();
+        for line in [
+            "sitesteer_requests_total{code=\"200\",site=\"a\",transport=\"http\"} 2",
+            "sitesteer_requests_total{code=\"299\",site=\"a\",transport=\"sse\"} 1",
+            "sitesteer_upstream_latency_seconds_count{site=\"a\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert!(handles.get(1).is_none());
     }
 }

@@ -315,7 +315,7 @@ async fn main() {
             checks,
             Duration::from_secs(soak_secs),
             Duration::from_secs(5),
-            Duration::from_secs(30.min(soak_secs / 5)),
+            Duration::from_secs(60.min(soak_secs / 5)),
         )
         .await
         {

@@ -126,4 +126,21 @@ mod tests {
         let q = format!("sst={token}");
         assert_eq!(of_request(&codec, None, Some(&q)), Err(UnknownSession));
     }
+
+    /// Inputs the session fuzzer stopped on (`fuzz/regressions/session_decode/`): refused
+    /// without a panic, and a rewritten endpoint event still carries the stream token.
+    #[test]
+    fn fuzz_regressions() {
+        let codec = SessionCodec::new(b"fuzzing key, 32 bytes long......");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/regressions/session_decode");
+        for entry in std::fs::read_dir(dir).expect("the regression folder") {
+            let data = std::fs::read(entry.expect("entry").path()).expect("read");
+            assert!(of_request(&codec, Some(&data), None).is_err());
+            if let Some(rewritten) = rewrite_endpoint_event(&codec, "site", &data) {
+                let token = format!("sst={}", codec.encode("site", SSE_STREAM));
+                assert!(String::from_utf8_lossy(&rewritten).contains(&token));
+            }
+        }
+    }
 }

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use crate::conns::{self, Closer, Registration, Registry, Transport};
 use crate::limits;
 use crate::mcp;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SiteHandle};
 use crate::session::SessionCodec;
 use crate::steer::{self, Mode, RequestCtx, Tried};
 use crate::tools::ToolCatalog;
@@ -80,7 +80,6 @@ pub struct RequestState {
     site: Option<usize>,
     tried: Tried,
     random: u64,
-    started: Instant,
     upstream_started: Option<Instant>,
     affinity: Option<Affinity>,
     long_lived: Option<Transport>,
@@ -185,7 +184,9 @@ impl HttpProxy {
         let safe = if req.method.is_idempotent() {
             true
         } else if req.method == http::Method::POST && !session.as_ref().retry_buffer_truncated() {
-            if session.as_ref().get_retry_buffer().is_none() && !req.headers.contains_key("mcp-method") {
+            if session.as_ref().get_retry_buffer().is_none()
+                && !req.headers.contains_key("mcp-method")
+            {
                 // Not one byte of the body was read, so none reached the site and nothing
                 // ran there. Not cached: the body may still be read before the next error.
                 return true;
@@ -250,6 +251,11 @@ impl HttpProxy {
 impl ProxyHttp for HttpProxy {
     type CTX = RequestState;
 
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // pingora's default adds its response compression module at level 0, i.e. off: a
+        // module context built and consulted on every request for nothing.
+    }
+
     fn new_ctx(&self) -> Self::CTX {
         RequestState {
             snapshot: None,
@@ -257,7 +263,6 @@ impl ProxyHttp for HttpProxy {
             site: None,
             tried: Tried::default(),
             random: fastrand::u64(..),
-            started: Instant::now(),
             upstream_started: None,
             affinity: None,
             long_lived: None,
@@ -479,15 +484,23 @@ impl ProxyHttp for HttpProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let Some(site) = Self::site_name(ctx).map(str::to_string) else {
+        let (Some(snap), Some(id)) = (ctx.snapshot.as_ref(), ctx.site) else {
             return Ok(());
         };
-        upstream_response.insert_header(SITE_HEADER, site.as_str())?;
+        let Some(site) = snap.sites.get(id).map(|s| s.name.as_str()) else {
+            return Ok(());
+        };
+        // The site's header value is built once per config generation, not per response.
+        let handles = self.metrics.site_handles(snap);
+        match handles.get(id).and_then(SiteHandle::header) {
+            Some(value) => upstream_response.insert_header(SITE_HEADER, value.clone())?,
+            None => upstream_response.insert_header(SITE_HEADER, site)?,
+        }
         let issued = upstream_response
             .headers
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
-            .map(|upstream| self.codec.encode(&site, upstream));
+            .map(|upstream| self.codec.encode(site, upstream));
         if let Some(token) = issued {
             upstream_response.insert_header(SESSION_HEADER, token)?;
         }
@@ -589,7 +602,10 @@ impl ProxyHttp for HttpProxy {
         if code == 404 && ctx.affinity.is_some() {
             // A lost session always gets the same JSON-RPC 404, whichever path found it lost.
             let written = respond_json(session, 404, SESSION_GONE).await.is_ok();
-            return pingora::proxy::FailToProxy { error_code: code, can_reuse_downstream: written };
+            return pingora::proxy::FailToProxy {
+                error_code: code,
+                can_reuse_downstream: written,
+            };
         }
         if code > 0 {
             let body = limits::fail_body(code).map(Bytes::from_static);
@@ -648,43 +664,52 @@ impl ProxyHttp for HttpProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        let site = Self::site_name(ctx).unwrap_or("-").to_string();
         let transport = match ctx.long_lived {
             Some(t) => t.as_str(),
             None => ctx.kind.as_str(),
         };
-        let mut buf = itoa::Buffer::new();
-        self.metrics
-            .requests
-            .with_label_values(&[site.as_str(), transport, buf.format(code)])
-            .inc();
+        // The site's series are cached per config generation: no label hashing and no
+        // allocation per request.
+        let handles = ctx.snapshot.as_ref().map(|s| self.metrics.site_handles(s));
+        let handle = handles.as_deref().and_then(|h| h.get(ctx.site?));
+        let site = handle.map_or("-", SiteHandle::name);
+        match handle {
+            Some(h) => h.count_request(&self.metrics, transport, code),
+            None => {
+                let mut buf = itoa::Buffer::new();
+                self.metrics
+                    .requests
+                    .with_label_values(&[site, transport, buf.format(code)])
+                    .inc();
+            }
+        }
         if let Some((method, _)) = Self::mcp_method(session, ctx) {
             self.metrics
                 .mcp_requests
-                .with_label_values(&[site.as_str(), mcp::method_label(method)])
+                .with_label_values(&[site, mcp::method_label(method)])
                 .inc();
         }
         if e.is_some() && !matches!(code, 404 | 408 | 413) {
             self.metrics
                 .failed_requests
-                .with_label_values(&[site.as_str()])
+                .with_label_values(&[site])
                 .inc();
         }
-        if let Some(started) = ctx.upstream_started {
+        if let (Some(started), Some(h)) = (ctx.upstream_started, handle) {
             if e.is_none() && ctx.long_lived.is_none() && site != "-" {
-                self.metrics
-                    .upstream_latency
-                    .with_label_values(&[site.as_str()])
-                    .observe(started.elapsed().as_secs_f64());
+                h.observe_upstream_latency(&self.metrics, started.elapsed().as_secs_f64());
             }
         }
-        if e.is_none() && ctx.site.is_some() && ctx.long_lived.is_none() {
-            let outcome = if code >= 500 {
-                Err(Failure::Status(code))
-            } else {
-                Ok(ctx.started.elapsed())
-            };
-            self.report(ctx, outcome);
+        if e.is_none() && ctx.long_lived.is_none() {
+            if let (Some(id), Some(snap)) = (ctx.site, ctx.snapshot.as_ref()) {
+                if code >= 500 {
+                    self.report(ctx, Err(Failure::Status(code)));
+                } else {
+                    // Counted, not sent: a message per request woke the health owner's
+                    // thread once per request (see `PassiveCounts`).
+                    snap.passive.success(id);
+                }
+            }
         }
     }
 }
