@@ -14,7 +14,7 @@ async fn a_hung_site_is_detected_by_timeout_and_costs_no_request() {
     let a = DemoSite::start("a", ports[0]).await;
     let _b = DemoSite::start("b", ports[1]).await;
     let config = format!(
-        "[proxy]\nread_timeout = \"1s\"\n\n[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n{}",
+        "[proxy]\nread_timeout = \"1s\"\n\n[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"100ms\"\ntimeout = \"80ms\"\n\n{}",
         site_tables(&[("a", 0, addr(0)), ("b", 0, addr(1))])
     );
     let proxy = Sitesteer::start(&config).await;
@@ -41,7 +41,7 @@ async fn a_hung_site_is_detected_by_timeout_and_costs_no_request() {
     a.proc.signal("-CONT");
     assert!(
         proxy
-            .wait_state("a", "up", Duration::from_secs(5))
+            .wait_state("a", "up", Duration::from_secs(10))
             .await
             .is_some(),
         "a recovers"
