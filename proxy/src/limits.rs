@@ -269,15 +269,17 @@ enum HeadEnd {
 
 /// Reads one request head from `stream`. Before the first byte it waits until `idle_until`;
 /// from the first byte the head must be complete by `head_deadline` (default: the first
-/// byte's time plus `header_timeout`).
+/// byte's time plus `header_timeout`). An idle keep-alive connection (`idle_on_shutdown`,
+/// nothing read yet) is closed when the service shuts down; a request already on its way
+/// is read to the end, so a graceful shutdown or upgrade loses none.
 async fn read_head(
     stream: &mut Stream,
     limits: &Limits,
     idle_until: Instant,
     head_deadline: Option<Instant>,
-    shutdown: &ShutdownWatch,
+    idle_on_shutdown: Option<&ShutdownWatch>,
 ) -> Result<BytesMut, HeadEnd> {
-    let mut shutdown = shutdown.clone();
+    let mut shutdown = idle_on_shutdown.cloned();
     let mut buf = BytesMut::with_capacity(4096);
     let mut scan = HeadScan::default();
     let mut deadline = idle_until;
@@ -286,12 +288,17 @@ async fn read_head(
         if buf.capacity() - buf.len() < 1024 {
             buf.reserve(4096);
         }
-        let read = tokio::select! {
-            read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)) => read,
-            _ = shutdown.changed() => {
-                tracing::debug!(why = "shutdown", "closing before a request head");
-                return Err(HeadEnd::Quiet);
-            }
+        let reading = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf));
+        let read = match shutdown.as_mut().filter(|_| !started) {
+            None => reading.await,
+            Some(shutdown) => tokio::select! {
+                biased;
+                read = reading => read,
+                _ = shutdown.changed() => {
+                    tracing::debug!(why = "shutdown", "closing an idle connection");
+                    return Err(HeadEnd::Quiet);
+                }
+            },
         };
         match read {
             Err(_) if buf.is_empty() => {
@@ -383,6 +390,11 @@ where
             // HTTP/2 frames are not HTTP/1 heads; pingora's own limits apply.
             return ServerApp::process_new(&self.inner, stream, shutdown).await;
         }
+        // An HTTP/1 connection counts as in flight until it closes: one accepted just as the
+        // listeners stopped is still reading its first head, and the drain must wait for it
+        // (an idle keep-alive connection gives way to the shutdown below, so it never holds
+        // the drain up).
+        let _connection = crate::restart::InFlight::start();
         let mut settings = None;
         let mut first = true;
         loop {
@@ -396,17 +408,26 @@ where
             } else {
                 (Instant::now() + limits.keepalive_timeout, None)
             };
-            let head =
-                match read_head(&mut stream, &limits, idle_until, head_deadline, shutdown).await {
-                    Ok(head) => head,
-                    Err(HeadEnd::Quiet) => return None,
-                    Err(HeadEnd::Refused(refusal)) => {
-                        let peer = peer_of(&stream);
-                        self.refused(refusal, &peer);
-                        answer_and_close(&mut stream, &refusal.response(), LINGER).await;
-                        return None;
-                    }
-                };
+            // Only an idle keep-alive connection gives way to a shutdown.
+            let idle_on_shutdown = (!first).then_some(shutdown);
+            let head = match read_head(
+                &mut stream,
+                &limits,
+                idle_until,
+                head_deadline,
+                idle_on_shutdown,
+            )
+            .await
+            {
+                Ok(head) => head,
+                Err(HeadEnd::Quiet) => return None,
+                Err(HeadEnd::Refused(refusal)) => {
+                    let peer = peer_of(&stream);
+                    self.refused(refusal, &peer);
+                    answer_and_close(&mut stream, &refusal.response(), LINGER).await;
+                    return None;
+                }
+            };
             let mut session = ServerSession::new_http1(stream);
             match settings.take() {
                 Some(s) => pingora::apps::HttpPersistentSettings::apply_to_session(s, &mut session),

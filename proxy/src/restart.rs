@@ -12,8 +12,8 @@
 //! one has let go of it.
 //!
 //! **Drain.** On `SIGTERM` (and at the end of an upgrade) pingora stops accepting and
-//! closes idle keep-alive connections; sitesteer then waits until no request or TCP
-//! connection is in flight, at most `proxy.drain_timeout`, and exits 0.
+//! closes idle keep-alive connections; sitesteer then waits until no request, HTTP/1
+//! connection or TCP connection is in flight, at most `proxy.drain_timeout`, and exits 0.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,10 +22,10 @@ use std::time::Duration;
 use pingora::server::ExecutionPhase;
 use tokio::sync::{broadcast, watch};
 
-/// Requests (HTTP) and connections (TCP) in flight in the data planes.
+/// Requests and HTTP/1 connections (HTTP) and connections (TCP) in flight in the data planes.
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-/// Marks one request or TCP connection in flight for as long as it lives.
+/// Marks one request or connection in flight for as long as it lives.
 #[derive(Debug)]
 pub struct InFlight(());
 
@@ -128,16 +128,19 @@ pub async fn watch_shutdown(
     }
 }
 
-/// Waits until nothing has been in flight for two checks in a row (a request whose header
-/// was read just as the listeners stopped still counts), at most `limit`. Returns what is
-/// left and how long it took.
+/// How many idle checks in a row make the data planes drained (100 ms).
+const IDLE_CHECKS: u32 = 5;
+
+/// Waits until nothing has been in flight for `IDLE_CHECKS` checks in a row, 20 ms apart (a
+/// connection accepted just as the listeners stopped is handed to the app a moment later),
+/// at most `limit`. Returns what is left and how long it took.
 async fn wait_drained(limit: Duration) -> (usize, Duration) {
     let started = tokio::time::Instant::now();
     let mut idle_checks = 0;
     loop {
         let left = InFlight::count();
         idle_checks = if left == 0 { idle_checks + 1 } else { 0 };
-        if idle_checks >= 2 || started.elapsed() >= limit {
+        if idle_checks >= IDLE_CHECKS || started.elapsed() >= limit {
             return (left, started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
