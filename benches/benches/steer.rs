@@ -1,7 +1,9 @@
 //! criterion micro-benchmarks of the decision path and the health owner's work:
 //!
 //! - `choose/N`: `steer::choose` over N up sites in one tier (2, 8, 64, and 200 for the
-//!   200-site config), with a random number per call, as the data plane calls it.
+//!   200-site config), with a random number per call.
+//! - `indexed/N`: the same decision through `steer::Index` (built once per published
+//!   Snapshot), as the HTTP data plane takes it; `index_build/N` builds one.
 //! - `choose_tiered/64`: 64 sites over 4 tiers with regions, the client's region set.
 //! - `fold/probe_ok`, `fold/passive_fail`: one observation into the health table.
 //! - `fold/passive_ok_batch_100`: 100 counted successes folded at once (what the owner does
@@ -72,6 +74,27 @@ fn choose(c: &mut Criterion) {
                 let req = RequestCtx::new(EndpointKind::Http, rng.u64(..));
                 black_box(steer::choose(black_box(snap), &req))
             })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("indexed");
+    for n in [2usize, 8, 64, 200] {
+        let snap = snapshot(n, 1);
+        let index = steer::Index::new(&snap);
+        let mut rng = fastrand::Rng::with_seed(7);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, snap| {
+            b.iter(|| {
+                let req = RequestCtx::new(EndpointKind::Http, rng.u64(..));
+                black_box(index.choose(black_box(snap), &req))
+            })
+        });
+    }
+    group.finish();
+    let mut group = c.benchmark_group("index_build");
+    for n in [64usize, 200] {
+        let snap = snapshot(n, 1);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &snap, |b, snap| {
+            b.iter(|| black_box(steer::Index::new(black_box(snap))))
         });
     }
     group.finish();

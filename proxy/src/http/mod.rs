@@ -45,6 +45,8 @@ pub struct HttpProxy {
     codec: SessionCodec,
     tools: Arc<ToolCatalog>,
     tls: Option<Arc<crate::tls::Tls>>,
+    /// The steering index of the newest Snapshot seen (see [`steer::Index`]).
+    index: arc_swap::ArcSwapOption<steer::Index>,
 }
 
 impl HttpProxy {
@@ -63,7 +65,20 @@ impl HttpProxy {
             codec,
             tools,
             tls: None,
+            index: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// The steering index of `snapshot`, built once per published Snapshot.
+    fn index_for(&self, snapshot: &Snapshot) -> Arc<steer::Index> {
+        if let Some(index) = self.index.load_full() {
+            if index.is_for(snapshot) {
+                return index;
+            }
+        }
+        let index = Arc::new(steer::Index::new(snapshot));
+        self.index.store(Some(index.clone()));
+        index
     }
 
     /// Reaches `[site.tls]` sites over TLS with the CAs in `tls`.
@@ -356,8 +371,9 @@ impl ProxyHttp for HttpProxy {
                     .unwrap_or(usize::MAX),
             );
         }
+        let index = self.index_for(&snapshot);
         let choice = loop {
-            let Some(choice) = steer::choose(&snapshot, &req) else {
+            let Some(choice) = index.choose(&snapshot, &req) else {
                 if ctx.affinity.is_some() {
                     return Err(Error::explain(
                         ErrorType::HTTPStatus(404),

@@ -198,16 +198,118 @@ pub fn choose(snapshot: &Snapshot, req: &RequestCtx<'_>) -> Option<Choice> {
         }
     }
     let site = last?;
-    let mode = match best.0 {
-        Class::Preferred | Class::Up => Mode::Normal,
-        Class::Degraded => Mode::Degraded,
-        Class::Panic => Mode::Panic,
-    };
     Some(Choice {
         site: site.id,
         addr: site.endpoints.get(req.kind)?,
-        mode,
+        mode: mode_of(best.0),
     })
+}
+
+/// [`choose`]'s answers for one published Snapshot, precomputed for the common request: no
+/// site tried yet, no client region, no session. For each endpoint kind it keeps the sites of
+/// the best rank with their cumulative shares, so a decision is a binary search instead of
+/// three passes over every site (64 sites: ~600 ns → ~20 ns; see BENCHMARKS.md). Any other
+/// request, or another Snapshot, is answered by [`choose`] itself, so the two never disagree
+/// (a property test checks it; they could differ only when the random point falls within
+/// rounding of a boundary between two sites' shares).
+///
+/// Snapshots are immutable once published: the data plane builds one `Index` per published
+/// Snapshot (`version` and `generation` identify it).
+#[derive(Clone, Debug)]
+pub struct Index {
+    version: u64,
+    generation: u64,
+    kinds: [Option<KindIndex>; EndpointKind::ALL.len()],
+}
+
+#[derive(Clone, Debug)]
+struct KindIndex {
+    mode: Mode,
+    total: f64,
+    /// Inclusive running sums of the shares, in site order.
+    cumulative: Vec<f64>,
+    sites: Vec<(usize, SocketAddr)>,
+}
+
+impl Index {
+    /// The index of `snapshot`.
+    pub fn new(snapshot: &Snapshot) -> Self {
+        let kinds = EndpointKind::ALL.map(|kind| {
+            let candidates = || {
+                snapshot
+                    .sites
+                    .iter()
+                    .filter(move |s| s.endpoints.get(kind).is_some())
+            };
+            let best = candidates().filter_map(|s| rank(s, None)).min()?;
+            let in_best: Vec<&SiteView> = candidates()
+                .filter(|s| rank(s, None) == Some(best))
+                .collect();
+            // The same additions in the same order as `choose`.
+            let total: f64 = in_best.iter().map(|s| share(s, best.0)).sum();
+            let mut running = 0.0;
+            let cumulative = in_best
+                .iter()
+                .map(|s| {
+                    running += share(s, best.0);
+                    running
+                })
+                .collect();
+            let sites = in_best
+                .iter()
+                .filter_map(|s| Some((s.id, s.endpoints.get(kind)?)))
+                .collect();
+            Some(KindIndex {
+                mode: mode_of(best.0),
+                total,
+                cumulative,
+                sites,
+            })
+        });
+        Self {
+            version: snapshot.version,
+            generation: snapshot.generation,
+            kinds,
+        }
+    }
+
+    /// Whether this is the index of `snapshot`.
+    pub fn is_for(&self, snapshot: &Snapshot) -> bool {
+        self.version == snapshot.version && self.generation == snapshot.generation
+    }
+
+    /// The same answer as [`choose`]`(snapshot, req)`.
+    pub fn choose(&self, snapshot: &Snapshot, req: &RequestCtx<'_>) -> Option<Choice> {
+        if req.pinned.is_some()
+            || req.region.is_some()
+            || !req.tried.is_empty()
+            || !self.is_for(snapshot)
+        {
+            return choose(snapshot, req);
+        }
+        let k = self.kinds[req.kind.index()].as_ref()?;
+        let point = (req.random >> 11) as f64 / (1u64 << 53) as f64 * k.total;
+        // `choose` subtracts shares in order and stops where the point goes below zero: the
+        // first site whose running sum exceeds the point (the last one if rounding leaves none).
+        let at = k
+            .cumulative
+            .partition_point(|c| *c <= point)
+            .min(k.sites.len().checked_sub(1)?);
+        let (site, addr) = k.sites[at];
+        Some(Choice {
+            site,
+            addr,
+            mode: k.mode,
+        })
+    }
+}
+
+fn mode_of(class: Class) -> Mode {
+    match class {
+        Class::Preferred | Class::Up => Mode::Normal,
+        Class::Degraded => Mode::Degraded,
+        Class::Panic => Mode::Panic,
+    }
 }
 
 #[cfg(test)]

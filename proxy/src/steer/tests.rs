@@ -173,3 +173,67 @@ fn sites_without_the_endpoint_are_never_chosen() {
     let snap = snapshot(&[(0, 100, "a")]);
     assert_eq!(choose(&snap, &RequestCtx::new(EndpointKind::Tcp, 0)), None);
 }
+
+mod index {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn state_of(n: u8) -> SiteState {
+        SiteState::ALL[usize::from(n) % SiteState::ALL.len()]
+    }
+
+    proptest! {
+        #[test]
+        fn the_index_answers_like_choose(
+            sites in prop::collection::vec(
+                (0u8..3, 0u32..400, 0u8..5, 0.0f64..1.0, any::<bool>(), any::<bool>()),
+                1..12,
+            ),
+            randoms in prop::collection::vec(any::<u64>(), 1..40),
+            tried in prop::option::of(0usize..12),
+            region in prop::option::of(0u8..2),
+        ) {
+            let spec: Vec<(u8, u32, &str)> = sites
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (s.0, s.1, if i % 2 == 0 { "a" } else { "b" }))
+                .collect();
+            let mut snap = snapshot(&spec);
+            for (view, s) in snap.sites.iter_mut().zip(&sites) {
+                view.state = state_of(s.2);
+                view.score = s.3;
+                view.preferred = s.4;
+                if s.5 || matches!(view.state, SiteState::Drained | SiteState::Maintenance) {
+                    view.effective_weight = 0;
+                }
+            }
+            let index = Index::new(&snap);
+            for random in randoms {
+                let mut req = RequestCtx::new(HTTP, random);
+                prop_assert_eq!(index.choose(&snap, &req), choose(&snap, &req));
+                if let Some(t) = tried {
+                    req.tried.push(t);
+                }
+                req.region = region.map(|r| if r == 0 { "a" } else { "b" });
+                prop_assert_eq!(index.choose(&snap, &req), choose(&snap, &req));
+                let ws = RequestCtx::new(EndpointKind::Ws, random);
+                prop_assert_eq!(index.choose(&snap, &ws), None);
+            }
+        }
+    }
+
+    #[test]
+    fn another_snapshot_is_answered_by_choose() {
+        let snap = snapshot(&[(0, 100, "a"), (0, 100, "a")]);
+        let index = Index::new(&snap);
+        let mut next = snap.clone();
+        next.version += 1;
+        next.sites[0].state = SiteState::Down;
+        assert!(!index.is_for(&next));
+        for r in 0..50u64 {
+            let req = RequestCtx::new(HTTP, r.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            assert_eq!(index.choose(&next, &req).map(|c| c.site), Some(1));
+        }
+    }
+}
