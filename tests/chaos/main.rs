@@ -89,11 +89,12 @@ fn summary(runs: &[RunFigures]) -> String {
         let sites = r.open_after.1.map_or("?".to_string(), |n| n.to_string());
         let _ = writeln!(
             out,
-            "| {} | {} requests and messages in {:.0} s ({:.0}/s) | {}/{} | {} | {} | {} | {} / {} / {} | {gauge} / {sites} |",
+            "| {} | {} requests and messages in {:.0} s ({:.0}/s; {} request ticks skipped, all connections busy) | {}/{} | {} | {} | {} | {} / {} / {} | {gauge} / {sites} |",
             r.flavor.name(),
             r.sent,
             r.duration.as_secs_f64(),
             r.rate(),
+            r.skipped,
             r.faults.iter().filter(|f| survived(f)).count(),
             r.faults.len(),
             r.failed.1,
@@ -131,13 +132,15 @@ fn soak_text(s: &SoakFigures) -> String {
     let (first, last, max) = s.rss();
     let (fd_first, fd_last, fd_max) = s.fds();
     let mut out = format!(
-        "{} requests and messages in {:.0} s ({:.0}/s), {} failed, {} long-lived reconnects; \
-         {} site state changes with no fault injected.\n\n\
+        "{} requests and messages in {:.0} s ({:.0}/s; {} request ticks skipped, all connections \
+         busy), {} failed, {} long-lived reconnects; {} site state changes with no fault \
+         injected.\n\n\
          | RSS after {:.0} s warm-up: first | last | max | slope | fds first / last / max |\n|---|---|---|---|---|\n\
          | {:.1} MiB | {:.1} MiB | {:.1} MiB | {:+.0} KiB/min | {fd_first} / {fd_last} / {fd_max} |\n\n",
         s.sent,
         s.duration.as_secs_f64(),
         s.rate(),
+        s.skipped,
         s.failed,
         s.reconnects,
         s.changes.len(),
@@ -177,7 +180,7 @@ fn write_report(section: &str) -> Result<Option<PathBuf>, String> {
         _ => format!("{text}\n## Figures of the last `make chaos`\n\n{block}\n"),
     };
     std::fs::write(&path, new).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(Some(path))
+    Ok(Some(path.canonicalize().unwrap_or(path)))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -192,6 +195,7 @@ async fn main() {
     let load = LoadShape {
         workers: 8,
         pause: Duration::from_millis(5),
+        conns_per_worker: 4,
         long_lived: 2,
         ll_pause: Duration::from_millis(50),
         ll_lifetime: Duration::from_secs(5),
@@ -250,13 +254,14 @@ async fn main() {
         let _ = writeln!(
             section,
             "### Faults, sitesteer and HAProxy in the same run\n\n\
-             Load: {} request workers (each one kept-alive connection, a request every {} ms: \
-             `GET /`, MCP `ping`, `tools/list`, `tools/call echo` in turn), {} WebSocket, {} SSE and \
+             Load: {} request workers (each a request every {} ms, open loop, on one of {} \
+             kept-alive connections: `GET /`, MCP `ping`, `tools/list`, `tools/call echo` in turn), {} WebSocket, {} SSE and \
              {} raw TCP clients (a JSON-RPC `ping` every {} ms each). Faults on site `a` of three \
              (`a`, `b`, `c`), each held {} ms, then lifted; flapping is {} kill/restart cycles \
              ({} ms dead, {} ms alive).\n\n{}\n{}\nFailures seen (first five per fault):\n\n{}",
             load.workers,
             load.pause.as_millis(),
+            load.conns_per_worker,
             load.long_lived,
             load.long_lived,
             load.long_lived,

@@ -17,11 +17,29 @@ use kit::suite::{self, LoadShape, RunSpec};
 /// Load light enough for a shared 2-core machine running the debug build.
 const LOAD: LoadShape = LoadShape {
     workers: 4,
-    pause: Duration::from_millis(10),
+    pause: Duration::from_millis(20),
+    conns_per_worker: 4,
     long_lived: 2,
-    ll_pause: Duration::from_millis(50),
+    ll_pause: Duration::from_millis(100),
     ll_lifetime: Duration::from_secs(3),
 };
+
+/// Client connections of [`LOAD`]: the request workers' and the long-lived ones.
+const LOAD_CONNS: usize = LOAD.workers * LOAD.conns_per_worker + 3 * LOAD.long_lived;
+
+/// Checks a little more lenient than the full suite's (100 ms / 90 ms), so that a debug build
+/// on a busy 2-core machine is not taken down by a late probe: still rise 2 / fall 2.
+const CHECKS: Checks = Checks {
+    interval_ms: 200,
+    timeout_ms: 150,
+    rise: 2,
+    fall: 2,
+    mcp: true,
+};
+
+/// Held by each load-heavy test of this suite, so that they never share the machine with
+/// one another (each measures timings that a second load on 2 cores would distort).
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Writes straight to the test process's stderr (libtest does not capture it), so the
 /// figures show in `make test` output.
@@ -34,10 +52,11 @@ pub fn say(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_every_fault_under_mixed_load_loses_no_retriable_request_and_leaks_nothing() {
+    let _serial = HEAVY.lock().await;
     let spec = RunSpec {
         load: LOAD,
         timing: Timing {
-            hold: Duration::from_millis(1200),
+            hold: Duration::from_millis(2000),
             settle: Duration::from_millis(300),
             flap_cycles: 3,
             flap_down: Duration::from_millis(300),
@@ -45,7 +64,7 @@ async fn chaos_every_fault_under_mixed_load_loses_no_retriable_request_and_leaks
             slow_ms: 300,
         },
         faults: Fault::ALL.to_vec(),
-        checks: Checks::FAST,
+        checks: CHECKS,
         warmup: Duration::from_millis(1000),
         quiet: Duration::from_secs(2),
     };
@@ -85,16 +104,21 @@ async fn chaos_every_fault_under_mixed_load_loses_no_retriable_request_and_leaks
                 f.examples
             );
         }
+        // Traffic left the site while the fault was still on (a late probe on a busy
+        // machine can take a healthy site down too and delay this; hence the margin).
         if f.fault != Fault::Flap {
             assert!(
-                f.moved < Duration::from_millis(1000),
-                "{name}: traffic took {:?} to move",
-                f.moved
+                f.moved < Duration::from_millis(1500),
+                "{name}: traffic took {:?} to move: {:?}; {:?}",
+                f.moved,
+                f.examples,
+                f.changes
             );
         }
         assert!(
             f.recovered.is_some(),
-            "{name}: site a never served again after the fault"
+            "{name}: site {} never served again after the fault",
+            f.site
         );
         assert_eq!(
             f.leaked_connections(),
@@ -102,16 +126,18 @@ async fn chaos_every_fault_under_mixed_load_loses_no_retriable_request_and_leaks
             "{name}: connections left open (clients, sitesteer gauge, sites): {:?}",
             f.open
         );
+        // Pooled upstream connections come and go with the load; a leak grows past them.
         if let (Some(before), Some(after)) = f.fds {
             assert!(
-                after <= before + 24,
+                after <= before + 2 * LOAD_CONNS,
                 "{name}: sitesteer's fds grew from {before} to {after}"
             );
         }
         if let Some(dwell) = f.min_down {
             assert!(
                 dwell + Duration::from_millis(10) >= spec.checks.min_down_dwell(),
-                "{name}: site a stayed down only {dwell:?}, less than rise {} allows: {:?}",
+                "{name}: site {} stayed down only {dwell:?}, less than rise {} allows: {:?}",
+                f.site,
                 spec.checks.rise,
                 f.changes
             );
@@ -154,11 +180,12 @@ async fn chaos_every_fault_under_mixed_load_loses_no_retriable_request_and_leaks
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_keeps_rss_and_fds_flat() {
+    let _serial = HEAVY.lock().await;
     let soak = tokio::time::timeout(
         Duration::from_secs(90),
         suite::soak(
             LOAD,
-            Checks::FAST,
+            CHECKS,
             Duration::from_secs(28),
             Duration::from_secs(2),
             Duration::from_secs(8),
@@ -199,9 +226,11 @@ async fn chaos_soak_keeps_rss_and_fds_flat() {
         soak.duration,
         soak.samples
     );
+    // Up to one downstream and one upstream connection per client connection may come and go.
+    let conns = LOAD_CONNS;
     assert!(
-        fd_max <= fd_first + 24,
-        "fds grew from {fd_first} to {fd_max}: {:?}",
+        fd_last <= fd_first + conns && fd_max <= fd_first + 2 * conns,
+        "fds went from {fd_first} to {fd_last} (max {fd_max}): {:?}",
         soak.samples
     );
 }

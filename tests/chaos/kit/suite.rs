@@ -15,6 +15,8 @@ pub struct LoadShape {
     pub workers: usize,
     /// Pause between two requests of one worker.
     pub pause: Duration,
+    /// Kept-alive connections per request worker.
+    pub conns_per_worker: usize,
     /// WebSocket, SSE and TCP clients, each.
     pub long_lived: usize,
     /// Pause between two pings of one long-lived client.
@@ -31,6 +33,7 @@ impl LoadShape {
             tcp: proxy.tcp,
             workers: self.workers,
             pause: self.pause,
+            conns_per_worker: self.conns_per_worker,
             ws: self.long_lived,
             sse: self.long_lived,
             tcp_clients: self.long_lived,
@@ -75,6 +78,8 @@ pub struct RunFigures {
     pub failed: (usize, usize),
     /// How long the load ran.
     pub duration: Duration,
+    /// Request ticks skipped because all of a worker's connections were busy.
+    pub skipped: u64,
     /// The proxy's fds: right after start (before load), under load before the first fault,
     /// and `quiet` after the load stopped.
     pub fds: (Option<usize>, Option<usize>, Option<usize>),
@@ -141,6 +146,7 @@ pub async fn run(flavor: Flavor, spec: &RunSpec) -> Result<RunFigures, String> {
         }
     }
     let duration = load.now();
+    let skipped = load.skipped();
     let records = load.stop().await;
     if let Some(e) = error {
         return Err(e);
@@ -171,6 +177,7 @@ pub async fn run(flavor: Flavor, spec: &RunSpec) -> Result<RunFigures, String> {
         sent: records.len(),
         failed: (failed, retriable),
         duration,
+        skipped,
         fds: (fds_start, fds_loaded, fds_end),
         open_after,
         config: proxy.config.clone(),
@@ -182,6 +189,8 @@ pub async fn run(flavor: Flavor, spec: &RunSpec) -> Result<RunFigures, String> {
 pub struct SoakFigures {
     /// How long the load ran.
     pub duration: Duration,
+    /// Request ticks skipped because all of a worker's connections were busy.
+    pub skipped: u64,
     /// (seconds since the load started, RSS KiB, fds) every sample.
     pub samples: Vec<(f64, u64, usize)>,
     /// Requests and messages sent.
@@ -285,6 +294,7 @@ pub async fn soak(
         samples.push((started.elapsed().as_secs_f64(), rss, fds));
     }
     let elapsed = load.now();
+    let skipped = load.skipped();
     let records: Vec<Record> = load.stop().await;
     if !proxy.running() {
         return Err(format!(
@@ -295,6 +305,7 @@ pub async fn soak(
     let changes = proxy.all_state_changes(since).await;
     Ok(SoakFigures {
         duration: elapsed,
+        skipped,
         samples,
         sent: records.len(),
         failed: records
