@@ -53,6 +53,7 @@ fn the_table_covers_every_section() {
         "webhook",
         "drill",
         "limits",
+        "tls",
     ];
     for section in sections {
         assert!(

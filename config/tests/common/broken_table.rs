@@ -91,6 +91,12 @@ pub const BROKEN: &[(&str, &str, &str)] = &[
     ("drill schedule with a bad minute", concat!(base!(), "[[drill]]\nsite = \"a\"\nschedule = \"61 * * * *\"\n"), "drill[0].schedule"),
     ("drill shorter than 3s", concat!(base!(), "[[drill]]\nsite = \"a\"\nschedule = \"0 3 * * 1\"\nduration = \"1s\"\n"), "drill[0].duration"),
     ("unknown drill mode", concat!(base!(), "[[drill]]\nsite = \"a\"\nschedule = \"0 3 * * 1\"\nmode = \"explode\"\n"), "drill[0].mode"),
+    // [tls] and [site.tls]
+    ("listener certificate without its key", concat!(base!(), "[tls]\ncert_file = \"c.pem\"\n"), "tls.key_file"),
+    ("TLS on an unknown listener", concat!(base!(), "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nlisteners = [\"https\"]\n"), "tls.listeners[0]"),
+    ("TLS on a listener that is not set", concat!(base!(), "[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\nlisteners = [\"tcp\"]\n"), "tls.listeners[0]"),
+    ("TLS site without a CA", "[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n[site.tls]\nsni = \"mcp.example.com\"\n", "site[0].tls.ca_file"),
+    ("TLS site with a bad server name", "[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n[site.tls]\nsni = \"not a name\"\nca_file = \"ca.pem\"\n", "site[0].tls.sni"),
     // [limits]
     ("more headers than pingora parses", concat!(base!(), "[limits]\nmax_headers = 1000\n"), "limits.max_headers"),
     ("head larger than pingora reads", concat!(base!(), "[limits]\nmax_header_bytes = 2000000\n"), "limits.max_header_bytes"),
