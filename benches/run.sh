@@ -323,8 +323,9 @@ peak_run() { # name round
         --argjson p50 "$p50" --argjson p99 "$p99" --argjson cpu "$cpu_s" --arg err "$errors" \
         --argjson d "$DURATION" \
         '{phase: "peak", proxy: $p, round: $r, rps: $rps, requests: $n, p50_ms: $p50,
-          p99_ms: $p99, cpu_s: $cpu, cpu_share: ($cpu / $d),
-          cpu_us_per_req: (if $n > 0 then $cpu * 1e6 / $n else null end), errors: $err}' \
+          p99_ms: $p99, cpu_s: $cpu, cpu_share: (if $p == "direct" then null else $cpu / $d end),
+          cpu_us_per_req: (if $n > 0 and $p != "direct" then $cpu * 1e6 / $n else null end),
+          errors: $err}' \
         >>"$OUT/run-peak.json"
     log "peak $name round $round: $rps req/s, p50 $p50 ms, p99 $p99 ms, cpu ${cpu_s}s"
 }
@@ -347,7 +348,7 @@ paced_run() { # name round rate
 callgrind_run() { # name
     local name=$1 dir="$TMP/$1-callgrind"
     mkdir -p "$dir"
-    start_scenario "$name" "$dir" valgrind --tool=callgrind --collect-atstart=yes \
+    start_scenario "$name" "$dir" valgrind --tool=callgrind --collect-atstart=yes --trace-children=yes \
         --callgrind-out-file="$dir/callgrind.out.%p"
     "$REL/loadgen" --url "$PROXY_URL" --connections "$CONNECTIONS" --duration 120 \
         --requests 2000 >/dev/null

@@ -206,14 +206,15 @@ sse = "127.0.0.1:$s2"
 EOF
     wait_http "http://127.0.0.1:$s1/health" 30
     wait_http "http://127.0.0.1:$s2/health" 30
-    (exec "$BIN" run -c "$dir/sitesteer.toml") >"$dir/proxy.log" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    wait_http "http://127.0.0.1:$pp/health" 60
-    # Warm up: the allocator's and runtime's first-use growth is not per connection.
-    "$REL/loadgen" --url "http://127.0.0.1:$pp/health" --connections 64 --duration 2 >/dev/null
-    local kind
+    local kind pid
     for kind in ws sse; do
+        # A fresh sitesteer per transport, so memory freed by the other is not counted.
+        (exec "$BIN" run -c "$dir/sitesteer.toml") >"$dir/proxy-$kind.log" 2>&1 &
+        pid=$!
+        PIDS+=("$pid")
+        wait_http "http://127.0.0.1:$pp/health" 60
+        # Warm up: the allocator's and runtime's first-use growth is not per connection.
+        "$REL/loadgen" --url "http://127.0.0.1:$pp/health" --connections 64 --duration 2 >/dev/null
         sleep 2
         local before after open line client
         before=$(rss_kib "$pid")
@@ -221,7 +222,7 @@ EOF
         client=$CLIENT_PID
         PIDS+=("$client")
         read -r line <&"${CLIENT[0]}" || line="open 0 failed ?"
-        sleep 5
+        sleep 10
         after=$(rss_kib "$pid")
         open=$(metric_sum "$pa" "^sitesteer_open_connections\\{.*transport=\"$kind\"")
         local held
@@ -236,10 +237,9 @@ EOF
         exec {CLIENT[1]}>&-
         kill "$client" 2>/dev/null || true
         wait "$client" 2>/dev/null || true
-        # Give sitesteer time to notice and free the connections.
-        sleep 5
+        stop_pid "$pid"
+        sleep 2
     done
-    stop_pid "$pid"
 }
 
 # --- reload of a 200-site config ----------------------------------------------------------
@@ -253,6 +253,7 @@ part_reload() {
     PIDS+=($!)
     local backend=$!
     write_config() { # weight of site 0
+        local i
         {
             echo "state_file = \"$dir/state.json\""
             echo "[listen]"
