@@ -6,7 +6,9 @@
 //! site when that cannot repeat a side effect.
 
 pub mod affinity;
+mod checked;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +49,8 @@ pub struct HttpProxy {
     tls: Option<Arc<crate::tls::Tls>>,
     /// The steering index of the newest Snapshot seen (see [`steer::Index`]).
     index: arc_swap::ArcSwapOption<steer::Index>,
+    /// Upstream connections of checked exchanges (see [`checked`]).
+    connector: pingora::connectors::http::Connector,
 }
 
 impl HttpProxy {
@@ -66,6 +70,7 @@ impl HttpProxy {
             tools,
             tls: None,
             index: arc_swap::ArcSwapOption::empty(),
+            connector: checked::connector(),
         }
     }
 
@@ -106,6 +111,29 @@ pub struct RequestState {
     body_bytes: u64,
     /// Counts the request for the drain on shutdown and upgrade.
     _in_flight: crate::restart::InFlight,
+}
+
+impl RequestState {
+    /// The state of a request not yet routed.
+    fn new() -> Self {
+        Self {
+            snapshot: None,
+            kind: EndpointKind::Http,
+            site: None,
+            tried: Tried::default(),
+            random: fastrand::u64(..),
+            upstream_started: None,
+            affinity: None,
+            long_lived: None,
+            registration: None,
+            mcp: None,
+            safe_to_repeat: None,
+            tools_answer: None,
+            endpoint_search: None,
+            body_bytes: 0,
+            _in_flight: crate::restart::InFlight::start(),
+        }
+    }
 }
 
 fn failure_of(e: &Error) -> Failure {
@@ -240,6 +268,67 @@ impl HttpProxy {
 }
 
 impl HttpProxy {
+    /// Marks a site's answer for the client: `x-sitesteer-site`, and the site's MCP session
+    /// id signed into sitesteer's own. `false` when no site served.
+    fn label_answer(&self, ctx: &RequestState, answer: &mut ResponseHeader) -> Result<bool> {
+        let (Some(snap), Some(id)) = (ctx.snapshot.as_ref(), ctx.site) else {
+            return Ok(false);
+        };
+        let Some(site) = snap.sites.get(id).map(|s| s.name.as_str()) else {
+            return Ok(false);
+        };
+        // The site's header value is built once per config generation, not per response.
+        let handles = self.metrics.site_handles(snap);
+        match handles.get(id).and_then(SiteHandle::header) {
+            Some(value) => answer.insert_header(SITE_HEADER, value.clone())?,
+            None => answer.insert_header(SITE_HEADER, site)?,
+        }
+        let issued = answer
+            .headers
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(|upstream| self.codec.encode(site, upstream));
+        if let Some(token) = issued {
+            answer.insert_header(SESSION_HEADER, token)?;
+        }
+        Ok(true)
+    }
+
+    /// How to reach `addr` of site `site`: over TLS with SNI and verification against the
+    /// site's CA for a `[site.tls]` site, with the proxy's connect timeout, and its read
+    /// timeout unless the connection is `long_lived` (a WebSocket or an SSE stream).
+    fn peer_for(
+        &self,
+        snapshot: &Snapshot,
+        site: usize,
+        addr: SocketAddr,
+        short: bool,
+    ) -> HttpPeer {
+        let proxy = &snapshot.config.proxy;
+        let site_tls = self.tls.as_ref().and_then(|tls| {
+            let site = snapshot.config.sites.get(site)?;
+            tls.http_peer(site, addr)
+        });
+        let mut peer = match site_tls {
+            Some(t) => {
+                let mut peer = HttpPeer::new(addr, true, t.sni);
+                peer.options.verify_cert = true;
+                peer.options.verify_hostname = true;
+                peer.options.ca = Some(t.ca);
+                peer.group_key = t.group_key;
+                peer
+            }
+            None => HttpPeer::new(addr, false, String::new()),
+        };
+        peer.options.connection_timeout = Some(proxy.connect_timeout);
+        peer.options.total_connection_timeout = Some(proxy.connect_timeout);
+        if short {
+            peer.options.read_timeout = Some(proxy.read_timeout);
+        }
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer
+    }
+
     /// Whether an upstream answer of `status` is dropped and the request retried on another
     /// site: a 500, 502, 503 or 504 (the statuses of HAProxy's `retry-on
     /// all-retryable-errors`) to a request that is safe to repeat (a WebSocket upgrade or an
@@ -272,23 +361,7 @@ impl ProxyHttp for HttpProxy {
     }
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestState {
-            snapshot: None,
-            kind: EndpointKind::Http,
-            site: None,
-            tried: Tried::default(),
-            random: fastrand::u64(..),
-            upstream_started: None,
-            affinity: None,
-            long_lived: None,
-            registration: None,
-            mcp: None,
-            safe_to_repeat: None,
-            tools_answer: None,
-            endpoint_search: None,
-            body_bytes: 0,
-            _in_flight: crate::restart::InFlight::start(),
-        }
+        RequestState::new()
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
@@ -342,9 +415,13 @@ impl ProxyHttp for HttpProxy {
             }
             Ok(None) => {}
         }
+        let held = snapshot.config.proxy.retry_buffer_bytes;
         ctx.snapshot = Some(snapshot);
         if session.req_header().method == http::Method::POST {
             session.as_mut().enable_retry_buffering();
+        }
+        if checked::qualifies(session.req_header(), ctx, held) {
+            return self.checked_exchange(session, ctx).await;
         }
         Ok(false)
     }
@@ -408,29 +485,12 @@ impl ProxyHttp for HttpProxy {
             .set(i64::from(choice.mode == Mode::Panic));
         ctx.site = Some(choice.site);
         ctx.tried.push(choice.site);
-        let proxy = &snapshot.config.proxy;
-        let site_tls = self.tls.as_ref().and_then(|tls| {
-            let site = snapshot.config.sites.get(choice.site)?;
-            tls.http_peer(site, choice.addr)
-        });
-        let mut peer = match site_tls {
-            // `[site.tls]`: SNI and verification against the site's CA (chain and name).
-            Some(t) => {
-                let mut peer = HttpPeer::new(choice.addr, true, t.sni);
-                peer.options.verify_cert = true;
-                peer.options.verify_hostname = true;
-                peer.options.ca = Some(t.ca);
-                peer.group_key = t.group_key;
-                peer
-            }
-            None => HttpPeer::new(choice.addr, false, String::new()),
-        };
-        peer.options.connection_timeout = Some(proxy.connect_timeout);
-        peer.options.total_connection_timeout = Some(proxy.connect_timeout);
-        if ctx.long_lived.is_none() {
-            peer.options.read_timeout = Some(proxy.read_timeout);
-        }
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        let peer = self.peer_for(
+            &snapshot,
+            choice.site,
+            choice.addr,
+            ctx.long_lived.is_none(),
+        );
         ctx.snapshot = Some(snapshot);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
@@ -500,25 +560,8 @@ impl ProxyHttp for HttpProxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        let (Some(snap), Some(id)) = (ctx.snapshot.as_ref(), ctx.site) else {
+        if !self.label_answer(ctx, upstream_response)? {
             return Ok(());
-        };
-        let Some(site) = snap.sites.get(id).map(|s| s.name.as_str()) else {
-            return Ok(());
-        };
-        // The site's header value is built once per config generation, not per response.
-        let handles = self.metrics.site_handles(snap);
-        match handles.get(id).and_then(SiteHandle::header) {
-            Some(value) => upstream_response.insert_header(SITE_HEADER, value.clone())?,
-            None => upstream_response.insert_header(SITE_HEADER, site)?,
-        }
-        let issued = upstream_response
-            .headers
-            .get(SESSION_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(|upstream| self.codec.encode(site, upstream));
-        if let Some(token) = issued {
-            upstream_response.insert_header(SESSION_HEADER, token)?;
         }
         let is_stream = upstream_response
             .headers

@@ -1,0 +1,614 @@
+//! Checked exchanges. A request that is safe to repeat and not bound to a session (a `GET`,
+//! or a small JSON-RPC request such as MCP `ping`, `tools/list`, `resources/read` or a
+//! `tools/call` of a tool its site marks read-only and idempotent) is sent by sitesteer
+//! itself, and the site's whole answer is read and checked before any byte of it reaches
+//! the client. A connection refused or reset, a timeout, a body cut short, a 5xx, or a 2xx
+//! that is not the JSON-RPC answer to the request (another `id`, neither `result` nor
+//! `error`, not JSON-RPC at all) counts against the site, and the request goes to the next
+//! site, up to `proxy.retries`. pingora's streaming path cannot take an answer back once its
+//! head is out; this one can, because nothing goes out until the answer is known to be
+//! right. With no site left, the last site's own answer is passed on (or a 502 when none
+//! answered).
+//!
+//! Limits: an answer over [`MAX_ANSWER`] is passed on as it comes once that much is held,
+//! and an event stream (`text/event-stream`) as soon as its head arrives, so a stream of
+//! progress events is never held back; from there a failure can only cut the answer.
+//!
+//! Everything else goes through pingora as before: JSON bodies over
+//! `proxy.retry_buffer_bytes` (at most [`MAX_REQUEST`]), sessions, WebSocket upgrades and
+//! SSE streams, notifications and batches, and requests that are not safe to repeat. A
+//! body read here is handed back to pingora through its retry buffer, which holds it whole.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::connectors::http::Connector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::Result;
+use serde_json::Value;
+use sitesteer_config::EndpointKind;
+use sitesteer_probes::Failure;
+use tokio::time::Instant;
+
+use super::{blackholed, failure_of, HttpProxy, RequestState};
+use crate::limits;
+use crate::steer::{Mode, RequestCtx, Tried};
+
+/// Largest request body read ahead to judge the request: pingora's retry buffer, which
+/// hands it back to pingora when the exchange is not checked, holds 64 KiB.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// Largest answer held back to be checked; a longer one is passed on unchecked as it comes.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Whether the request head allows a checked exchange: to the HTTP endpoint, bound to no
+/// session, not a WebSocket upgrade or an SSE stream, and either a `GET` without a body or
+/// a `POST` of JSON of a known length up to `max_body` (at most [`MAX_REQUEST`]) from a
+/// client that takes a JSON answer.
+pub fn qualifies(req: &RequestHeader, ctx: &RequestState, max_body: usize) -> bool {
+    let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
+    let plain = ctx.kind == EndpointKind::Http
+        && ctx.long_lived.is_none()
+        && ctx.affinity.is_none()
+        && header("transfer-encoding").is_none()
+        && header("upgrade").is_none();
+    let length = header("content-length").map(|v| v.trim().parse::<usize>().ok());
+    if req.method == http::Method::GET {
+        return plain && matches!(length, None | Some(Some(0)));
+    }
+    req.method == http::Method::POST
+        && plain
+        && length
+            .flatten()
+            .is_some_and(|n| n > 0 && n <= max_body.min(MAX_REQUEST))
+        && header("content-type").is_some_and(|v| v.starts_with("application/json"))
+        && header("accept").is_none_or(|v| v.contains("application/json") || v.contains("*/*"))
+}
+
+/// The `id` of a single JSON-RPC request (not a notification, not a batch) in `body`.
+pub fn request_id(body: &[u8]) -> Option<Value> {
+    let message = serde_json::from_slice::<Value>(body).ok()?;
+    message.get("method")?.as_str()?;
+    match message.get("id")? {
+        id @ (Value::String(_) | Value::Number(_)) => Some(id.clone()),
+        _ => None,
+    }
+}
+
+/// Why a 2xx answer is not the answer to the request with `id`; `Ok` when it is. A JSON
+/// answer must be one JSON-RPC 2.0 response with that `id` and a `result` or an `error`; an
+/// SSE answer must carry such a response among its events.
+pub fn check_answer(id: &Value, content_type: &str, body: &[u8]) -> Result<(), &'static str> {
+    let answers = |m: &Value| {
+        m.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+            && m.get("id") == Some(id)
+            && (m.get("result").is_some() != m.get("error").is_some())
+    };
+    if content_type.starts_with("text/event-stream") {
+        return if sse_messages(body).iter().any(answers) {
+            Ok(())
+        } else {
+            Err("no answer to this request in the event stream")
+        };
+    }
+    if !content_type.starts_with("application/json") {
+        return Err("not a JSON answer");
+    }
+    let message: Value = serde_json::from_slice(body).map_err(|_| "not valid JSON")?;
+    if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err("not a JSON-RPC 2.0 answer");
+    }
+    if message.get("id") != Some(id) {
+        return Err("the answer to another request id");
+    }
+    if !answers(&message) {
+        return Err("neither a result nor an error");
+    }
+    Ok(())
+}
+
+/// The JSON messages of the complete events in an SSE body.
+fn sse_messages(body: &[u8]) -> Vec<Value> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        return Vec::new();
+    };
+    let mut messages = Vec::new();
+    let mut data = String::new();
+    for line in text.lines() {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if let Some(d) = line.strip_prefix("data:") {
+            data.push_str(d.strip_prefix(' ').unwrap_or(d));
+        } else if line.is_empty() && !data.is_empty() {
+            if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                messages.push(v);
+            }
+            data.clear();
+        }
+    }
+    messages
+}
+
+/// A site's answer, read whole.
+struct Answer {
+    site: usize,
+    head: ResponseHeader,
+    body: Bytes,
+}
+
+/// How one try at one site ended.
+enum Attempt {
+    /// The right answer (or a client error, which is the client's to see).
+    Good(Answer),
+    /// An answer that must not reach the client while another site can take the request.
+    Wrong(Answer, Failure, &'static str),
+    /// No answer: connect, timeout, reset or a body cut short.
+    Failed(Failure),
+    /// An answer too long to hold back: its head and first bytes, and the rest to stream.
+    Long(Answer, Box<Http1Session>),
+}
+
+impl HttpProxy {
+    /// Answers a request that [`qualifies`] by a checked exchange (`Ok(true)`): a `GET`
+    /// always, a `POST` when its body is one JSON-RPC request that is safe to repeat.
+    /// Otherwise `Ok(false)`: pingora proxies it, sending the body from its retry buffer.
+    pub(super) async fn checked_exchange(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestState,
+    ) -> Result<bool> {
+        if session.req_header().method == http::Method::GET {
+            self.exchange(session, ctx, &Bytes::new(), None).await?;
+            return Ok(true);
+        }
+        let mut body = BytesMut::new();
+        // A body that stalls or breaks is the client's: 408 or no answer, as on pingora's path.
+        while let Some(chunk) = session
+            .read_request_body()
+            .await
+            .map_err(|e| e.into_down())?
+        {
+            body.extend_from_slice(&chunk);
+        }
+        let body = body.freeze();
+        let Some(id) = request_id(&body) else {
+            return Ok(false);
+        };
+        if session.as_ref().retry_buffer_truncated() || !self.safe_to_repeat(session, ctx) {
+            return Ok(false);
+        }
+        self.exchange(session, ctx, &body, Some(&id)).await?;
+        Ok(true)
+    }
+
+    /// Sends the request to sites in turn until one gives the right answer, and passes the
+    /// answer on.
+    async fn exchange(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestState,
+        body: &Bytes,
+        id: Option<&Value>,
+    ) -> Result<()> {
+        let mut last: Option<Answer> = None;
+        loop {
+            // A retry sees the newest health state, so it avoids sites that just failed.
+            let snapshot = match (&ctx.snapshot, ctx.tried.is_empty()) {
+                (Some(s), true) => s.clone(),
+                _ => self.health.snapshot(),
+            };
+            let mut req = RequestCtx::new(ctx.kind, ctx.random);
+            req.tried = ctx.tried;
+            let Some(choice) = self.index_for(&snapshot).choose(&snapshot, &req) else {
+                break;
+            };
+            ctx.site = Some(choice.site);
+            ctx.tried.push(choice.site);
+            ctx.snapshot = Some(snapshot.clone());
+            if choice.mode == Mode::Panic {
+                self.metrics.panic_decisions.inc();
+            }
+            self.metrics
+                .panic_mode
+                .set(i64::from(choice.mode == Mode::Panic));
+            let outcome = if blackholed(&snapshot, choice.site) {
+                Attempt::Failed(Failure::Connect)
+            } else {
+                ctx.upstream_started = Some(Instant::now());
+                let peer = self.peer_for(&snapshot, choice.site, choice.addr, true);
+                let host = snapshot
+                    .config
+                    .sites
+                    .get(choice.site)
+                    .and_then(|s| s.host.clone());
+                let proxy = &snapshot.config.proxy;
+                // Bounded as a whole: a site that drips its answer cannot hold the request.
+                let limit = proxy.connect_timeout + proxy.read_timeout * 2;
+                let attempt = self.attempt(
+                    session.req_header(),
+                    &peer,
+                    host.as_deref(),
+                    body,
+                    id,
+                    choice.site,
+                    proxy.read_timeout,
+                );
+                tokio::time::timeout(limit, attempt)
+                    .await
+                    .unwrap_or(Attempt::Failed(Failure::Timeout))
+            };
+            match outcome {
+                Attempt::Good(answer) => return self.deliver(session, ctx, answer).await,
+                Attempt::Long(answer, upstream) => {
+                    return self.deliver_long(session, ctx, answer, upstream).await
+                }
+                Attempt::Wrong(answer, failure, why) => {
+                    tracing::debug!(site = Self::site_name(ctx), why, "wrong answer; next site");
+                    self.report(ctx, Err(failure));
+                    last = Some(answer);
+                }
+                Attempt::Failed(failure) => {
+                    self.report(ctx, Err(failure));
+                }
+            }
+            let retries = snapshot.config.proxy.retries;
+            if ctx.tried.len() > retries || ctx.tried.len() >= Tried::CAP {
+                break;
+            }
+            if let Some(name) = Self::site_name(ctx) {
+                self.metrics.retries.with_label_values(&[name]).inc();
+            }
+        }
+        match last {
+            // No site gave the right answer: the last site's own answer is the truest one.
+            Some(answer) => self.deliver(session, ctx, answer).await,
+            None => {
+                let code = if ctx.tried.is_empty() {
+                    self.metrics.unroutable.inc();
+                    503
+                } else {
+                    502
+                };
+                let body = limits::fail_body(code).map(Bytes::from_static);
+                session
+                    .respond_error_with_body(code, body.unwrap_or_default())
+                    .await
+            }
+        }
+    }
+
+    /// One try at one site: the request out, the whole answer in (or its first
+    /// [`MAX_ANSWER`] bytes), judged. A pooled connection that turns out dead before any
+    /// answer is replaced by a fresh one once, without counting against the site.
+    #[allow(clippy::too_many_arguments)]
+    async fn attempt(
+        &self,
+        head: &RequestHeader,
+        peer: &HttpPeer,
+        host: Option<&str>,
+        body: &Bytes,
+        id: Option<&Value>,
+        site: usize,
+        read_timeout: Duration,
+    ) -> Attempt {
+        let mut fresh_only = false;
+        let (mut upstream, resp) = loop {
+            let (upstream, reused) = match self.connector.get_http_session(peer).await {
+                Ok(s) => s,
+                Err(e) => return Attempt::Failed(failure_of(&e)),
+            };
+            let reused = reused && !fresh_only;
+            let HttpSession::H1(mut upstream) = upstream else {
+                // Peers here never offer HTTP/2, so this cannot be; count it as a reset.
+                return Attempt::Failed(Failure::Reset);
+            };
+            upstream.read_timeout = Some(read_timeout);
+            upstream.write_timeout = Some(read_timeout);
+            match send(&mut upstream, head, host, body).await {
+                Ok(resp) => break (upstream, resp),
+                Err(_) if reused => fresh_only = true,
+                Err(e) => return Attempt::Failed(failure_of(&e)),
+            }
+        };
+        let content_type = resp
+            .headers
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        let status = resp.status.as_u16();
+        if content_type.starts_with("text/event-stream") && status < 500 {
+            // Events may come for as long as the work runs: passed on as they come.
+            let answer = Answer {
+                site,
+                head: resp,
+                body: Bytes::new(),
+            };
+            return Attempt::Long(answer, Box::new(upstream));
+        }
+        let mut answer = BytesMut::new();
+        loop {
+            match upstream.read_body_bytes().await {
+                Ok(Some(chunk)) => answer.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => return Attempt::Failed(failure_of(&e)),
+            }
+            if answer.len() > MAX_ANSWER {
+                if status < 500 {
+                    let answer = Answer {
+                        site,
+                        head: resp,
+                        body: answer.freeze(),
+                    };
+                    return Attempt::Long(answer, Box::new(upstream));
+                }
+                // A server error that long is not held whole; its head says enough.
+                answer.truncate(MAX_ANSWER);
+                break;
+            }
+        }
+        if upstream.is_body_done() {
+            upstream.respect_keepalive();
+            self.connector
+                .release_http_session(HttpSession::H1(upstream), peer, peer.idle_timeout())
+                .await;
+        }
+        let answer = Answer {
+            site,
+            head: resp,
+            body: answer.freeze(),
+        };
+        if status >= 500 {
+            return Attempt::Wrong(answer, Failure::Status(status), "a server error");
+        }
+        let Some(id) = id.filter(|_| (200..300).contains(&status)) else {
+            return Attempt::Good(answer);
+        };
+        match check_answer(id, &content_type, &answer.body) {
+            Ok(()) => Attempt::Good(answer),
+            Err(why) => Attempt::Wrong(answer, Failure::BadAnswer, why),
+        }
+    }
+
+    /// Passes a whole answer on, with `Content-Length`, the site header and the session id
+    /// signed for the client.
+    async fn deliver(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestState,
+        answer: Answer,
+    ) -> Result<()> {
+        ctx.site = Some(answer.site);
+        let mut head = answer.head;
+        for hop in ["transfer-encoding", "connection", "keep-alive"] {
+            head.remove_header(hop);
+        }
+        head.insert_header("content-length", answer.body.len().to_string())?;
+        self.label_answer(ctx, &mut head)?;
+        if head.status.is_success()
+            && Self::mcp_method(session, ctx).is_some_and(|(m, _)| m == "tools/list")
+        {
+            if let Some(site) = Self::site_name(ctx) {
+                let learned = self.tools.learn(site, &answer.body);
+                tracing::debug!(site, learned, "learned tool annotations");
+            }
+        }
+        session
+            .write_response_header(Box::new(head), false)
+            .await
+            .map_err(|e| e.into_down())?;
+        session
+            .write_response_body(Some(answer.body), true)
+            .await
+            .map_err(|e| e.into_down())
+    }
+
+    /// Passes on an answer too long to hold back: its head and the bytes read so far, then
+    /// the rest as it comes. A failure from here on can only cut the answer.
+    async fn deliver_long(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestState,
+        answer: Answer,
+        mut upstream: Box<Http1Session>,
+    ) -> Result<()> {
+        ctx.site = Some(answer.site);
+        let mut head = answer.head;
+        for hop in ["connection", "keep-alive"] {
+            head.remove_header(hop);
+        }
+        self.label_answer(ctx, &mut head)?;
+        let down = |e: Box<pingora::Error>| e.into_down();
+        session
+            .write_response_header(Box::new(head), false)
+            .await
+            .map_err(down)?;
+        if !answer.body.is_empty() {
+            session
+                .write_response_body(Some(answer.body), false)
+                .await
+                .map_err(down)?;
+        }
+        loop {
+            match upstream.read_body_bytes().await {
+                Ok(Some(chunk)) => session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .map_err(down)?,
+                Ok(None) => return session.write_response_body(None, true).await.map_err(down),
+                Err(e) => {
+                    self.report(ctx, Err(failure_of(&e)));
+                    return Err(e.into_up());
+                }
+            }
+        }
+    }
+}
+
+/// Writes the request (its head with the site's `Host`, and the body) and reads the answer's
+/// head, skipping interim `1xx` heads.
+async fn send(
+    upstream: &mut Http1Session,
+    head: &RequestHeader,
+    host: Option<&str>,
+    body: &Bytes,
+) -> Result<ResponseHeader> {
+    let mut req = head.clone();
+    if let Some(host) = host {
+        req.insert_header("host", host)?;
+    }
+    upstream.write_request_header(Box::new(req)).await?;
+    upstream.write_body(body).await?;
+    upstream.finish_body().await?;
+    for _ in 0..4 {
+        upstream.read_response().await?;
+        let resp = upstream
+            .resp_header()
+            .cloned()
+            .ok_or_else(|| pingora::Error::new(pingora::ErrorType::InvalidHTTPHeader))?;
+        if !resp.status.is_informational() {
+            return Ok(resp);
+        }
+    }
+    Err(pingora::Error::explain(
+        pingora::ErrorType::InvalidHTTPHeader,
+        "too many interim answers",
+    ))
+}
+
+/// The `Connector` of checked exchanges: pingora's, with its own pool.
+pub fn connector() -> Connector {
+    Connector::new(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn only_single_requests_have_an_id() {
+        assert_eq!(
+            request_id(br#"{"jsonrpc":"2.0","id":7,"method":"ping"}"#),
+            Some(json!(7))
+        );
+        assert_eq!(
+            request_id(br#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#),
+            Some(json!("a"))
+        );
+        assert_eq!(
+            request_id(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            None
+        );
+        assert_eq!(
+            request_id(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#),
+            None
+        );
+        assert_eq!(
+            request_id(br#"{"jsonrpc":"2.0","id":null,"method":"ping"}"#),
+            None
+        );
+        assert_eq!(request_id(b"not json"), None);
+    }
+
+    #[test]
+    fn a_json_answer_must_answer_this_id() {
+        let id = json!(7);
+        let ok = br#"{"jsonrpc":"2.0","id":7,"result":{}}"#;
+        assert_eq!(check_answer(&id, "application/json", ok), Ok(()));
+        let error = br#"{"jsonrpc":"2.0","id":7,"error":{"code":-32601,"message":"no"}}"#;
+        assert_eq!(
+            check_answer(&id, "application/json; charset=utf-8", error),
+            Ok(())
+        );
+        for wrong in [
+            &br#"{"jsonrpc":"2.0","id":"not-yours","result":"garbage"}"#[..],
+            br#"{"jsonrpc":"2.0","id":8,"result":{}}"#,
+            br#"{"jsonrpc":"1.0","id":7,"result":{}}"#,
+            br#"{"jsonrpc":"2.0","id":7}"#,
+            br#"{"jsonrpc":"2.0","id":7,"result":{},"error":{}}"#,
+            br#"{"jsonrpc":"2.0","id":7,"res"#,
+            b"",
+        ] {
+            assert!(
+                check_answer(&id, "application/json", wrong).is_err(),
+                "{}",
+                String::from_utf8_lossy(wrong)
+            );
+        }
+        assert!(check_answer(&id, "text/html", ok).is_err());
+    }
+
+    #[test]
+    fn a_stream_must_carry_the_answer_to_this_id() {
+        let id = json!("r1");
+        let stream = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\nevent: message\r\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"r1\",\"result\":{}}\r\n\r\n";
+        assert_eq!(check_answer(&id, "text/event-stream", stream), Ok(()));
+        let partial = b"data: {\"jsonrpc\":\"2.0\",\"id\":\"r1\",\"result\":{}}\n";
+        assert!(check_answer(&id, "text/event-stream", partial).is_err());
+        let other = b"data: {\"jsonrpc\":\"2.0\",\"id\":\"r2\",\"result\":{}}\n\n";
+        assert!(check_answer(&id, "text/event-stream", other).is_err());
+    }
+
+    fn head(lines: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/mcp", None).expect("head");
+        for (k, v) in lines {
+            req.insert_header(k.to_string(), *v).expect("header");
+        }
+        req
+    }
+
+    #[test]
+    fn small_json_posts_without_a_session_qualify() {
+        let ctx = RequestState::new();
+        let json = [
+            ("content-type", "application/json"),
+            ("content-length", "40"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        assert!(qualifies(&head(&json), &ctx, MAX_REQUEST));
+        let big = [
+            ("content-type", "application/json"),
+            ("content-length", "70000"),
+        ];
+        assert!(!qualifies(&head(&big), &ctx, MAX_REQUEST));
+        let chunked = [
+            ("content-type", "application/json"),
+            ("transfer-encoding", "chunked"),
+        ];
+        assert!(!qualifies(&head(&chunked), &ctx, MAX_REQUEST));
+        let stream_only = [
+            ("content-type", "application/json"),
+            ("content-length", "40"),
+            ("accept", "text/event-stream"),
+        ];
+        assert!(!qualifies(&head(&stream_only), &ctx, MAX_REQUEST));
+        let form = [("content-type", "text/plain"), ("content-length", "40")];
+        assert!(!qualifies(&head(&form), &ctx, MAX_REQUEST));
+        assert!(
+            !qualifies(&head(&json), &ctx, 39),
+            "over proxy.retry_buffer_bytes"
+        );
+        assert!(
+            !qualifies(&head(&json), &ctx, 0),
+            "checked POSTs turned off"
+        );
+    }
+
+    #[test]
+    fn plain_gets_qualify_but_not_streams_upgrades_or_sessions() {
+        let mut get = RequestHeader::build("GET", b"/health", None).expect("head");
+        let mut ctx = RequestState::new();
+        assert!(qualifies(&get, &ctx, 0));
+        ctx.long_lived = Some(crate::conns::Transport::Sse);
+        assert!(!qualifies(&get, &ctx, 0));
+        ctx.long_lived = None;
+        ctx.kind = EndpointKind::Ws;
+        assert!(!qualifies(&get, &ctx, 0));
+        ctx.kind = EndpointKind::Http;
+        get.insert_header("upgrade", "websocket").expect("header");
+        assert!(!qualifies(&get, &ctx, 0));
+    }
+}
