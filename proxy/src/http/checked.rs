@@ -22,9 +22,8 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -293,22 +292,26 @@ impl HttpProxy {
         site: usize,
         read_timeout: Duration,
     ) -> Attempt {
-        let mut fresh_only = false;
+        // A pooled connection that turns out dead before any answer gets one more try (a
+        // fresh connection, or another pooled one); a failure then counts against the site.
+        let mut second = false;
         let (mut upstream, resp) = loop {
-            let (upstream, reused) = match self.connector.get_http_session(peer).await {
-                Ok(s) => s,
-                Err(e) => return Attempt::Failed(failure_of(&e)),
-            };
-            let reused = reused && !fresh_only;
-            let HttpSession::H1(mut upstream) = upstream else {
-                // Peers here never offer HTTP/2, so this cannot be; count it as a reset.
-                return Attempt::Failed(Failure::Reset);
+            let pooled = self.connector.reused_http_session(peer).await;
+            let reused = pooled.is_some() && !second;
+            let mut upstream = match pooled {
+                Some(upstream) => upstream,
+                // Connecting (TLS included) is a large future: boxed, and only when the pool
+                // has nothing.
+                None => match Box::pin(self.connector.get_http_session(peer)).await {
+                    Ok((upstream, _)) => upstream,
+                    Err(e) => return Attempt::Failed(failure_of(&e)),
+                },
             };
             upstream.read_timeout = Some(read_timeout);
             upstream.write_timeout = Some(read_timeout);
             match send(&mut upstream, head, host, body).await {
                 Ok(resp) => break (upstream, resp),
-                Err(_) if reused => fresh_only = true,
+                Err(_) if reused => second = true,
                 Err(e) => return Attempt::Failed(failure_of(&e)),
             }
         };
@@ -352,7 +355,7 @@ impl HttpProxy {
         if upstream.is_body_done() {
             upstream.respect_keepalive();
             self.connector
-                .release_http_session(HttpSession::H1(upstream), peer, peer.idle_timeout())
+                .release_http_session(upstream, peer, peer.idle_timeout())
                 .await;
         }
         let answer = Answer {
@@ -478,7 +481,7 @@ async fn send(
     ))
 }
 
-/// The `Connector` of checked exchanges: pingora's, with its own pool.
+/// The `Connector` of checked exchanges: pingora's HTTP/1 connector, with its own pool.
 pub fn connector() -> Connector {
     Connector::new(None)
 }

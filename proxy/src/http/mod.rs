@@ -50,7 +50,7 @@ pub struct HttpProxy {
     /// The steering index of the newest Snapshot seen (see [`steer::Index`]).
     index: arc_swap::ArcSwapOption<steer::Index>,
     /// Upstream connections of checked exchanges (see [`checked`]).
-    connector: pingora::connectors::http::Connector,
+    connector: pingora::connectors::http::v1::Connector,
 }
 
 impl HttpProxy {
@@ -421,7 +421,8 @@ impl ProxyHttp for HttpProxy {
             session.as_mut().enable_retry_buffering();
         }
         if checked::qualifies(session.req_header(), ctx, held) {
-            return self.checked_exchange(session, ctx).await;
+            // Boxed: every request's filter future would otherwise carry the exchange's size.
+            return Box::pin(self.checked_exchange(session, ctx)).await;
         }
         Ok(false)
     }
