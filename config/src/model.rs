@@ -305,7 +305,8 @@ pub struct ProxySettings {
     pub read_timeout: Duration,
     /// How often one request may be retried on another site. Default 2.
     pub retries: usize,
-    /// Largest request body kept for a retry. Default 64 KiB.
+    /// Largest JSON-RPC request body held so that a checked exchange can send it to another
+    /// site after a wrong answer (0: none). At most, and by default, 64 KiB.
     pub retry_buffer_bytes: usize,
     /// How long connections to a drained site may finish. Default 30s.
     pub drain_timeout: Duration,

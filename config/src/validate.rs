@@ -703,7 +703,8 @@ fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
         retry_buffer_bytes: int_in(
             raw.retry_buffer_bytes,
             d::RETRY_BUFFER_BYTES,
-            (0, 16 << 20),
+            // pingora's retry buffer holds 64 KiB: a body past it cannot be sent again.
+            (0, 64 << 10),
             "proxy.retry_buffer_bytes",
             p,
         ),

@@ -59,7 +59,7 @@ pub const BROKEN: &[(&str, &str, &str)] = &[
     ("zero proxy threads", concat!(base!(), "[proxy]\nthreads = 0\n"), "proxy.threads"),
     ("retries as a string", concat!(base!(), "[proxy]\nretries = \"two\"\n"), "proxy.retries"),
     ("connect_timeout in parsecs", concat!(base!(), "[proxy]\nconnect_timeout = \"1 parsec\"\n"), "proxy.connect_timeout"),
-    ("retry buffer over 16 MiB", concat!(base!(), "[proxy]\nretry_buffer_bytes = 99999999999\n"), "proxy.retry_buffer_bytes"),
+    ("retry buffer over 64 KiB", concat!(base!(), "[proxy]\nretry_buffer_bytes = 65537\n"), "proxy.retry_buffer_bytes"),
     // [objectives] and [[tier]]
     ("availability not a percentage", concat!(base!(), "[objectives]\navailability = \"most\"\n"), "objectives.availability"),
     ("negative failed_requests", concat!(base!(), "[objectives]\nfailed_requests = -3\n"), "objectives.failed_requests"),
