@@ -68,8 +68,11 @@ async def main():
         parts = addrs.split(",")
         targets[name] = (parts[0], parts[1] if len(parts) > 1 and parts[1] else None)
     res = {name: {"sse_ttfe": [], "ws_rtt": [], "tcp_rtt": []} for name in targets}
-    for _ in range(rounds):
-        for name, (http, tcp) in targets.items():
+    names = list(targets)
+    for r in range(rounds):
+        # Rotated, so that no target always runs first (or right after another).
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            http, tcp = targets[name]
             for _ in range(20):
                 res[name]["sse_ttfe"].append(await sse_first_event(http))
             res[name]["ws_rtt"] += await ws_rtts(http, 200)
