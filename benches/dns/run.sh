@@ -8,9 +8,11 @@
 #   SITESTEER_BIN=target/release/sitesteer bash benches/dns/run.sh   # skip the cargo build
 #
 # Each server is pinned to CPU 1 and dnsperf to CPU 0 (equal budgets on a 2-core box); each
-# server runs with one UDP listener thread. Per round and server: a throughput run (dnsperf
-# unthrottled, 100 queries outstanding) and a latency run (throttled to RATE qps). Reported:
-# the median of the rounds and sitesteer's ratio to each competitor.
+# server runs with one UDP listener thread (sitesteer: dns.udp_threads = 1). Per round and
+# server: a throughput run (dnsperf unthrottled, 100 queries outstanding), during which the
+# server process's CPU time is read from /proc (CPU per query: what the server spends, even
+# when dnsperf's core is the limit), and a latency run (throttled to RATE qps). Reported: the
+# median of the rounds and sitesteer's ratio to each competitor.
 # Missing tools are installed with apt-get (dnsperf, gdnsd, pdns-server, pdns-backend-bind).
 set -euo pipefail
 
@@ -74,13 +76,14 @@ for i in 1 2 3; do
   PIDS+=($!)
 done
 
-# sitesteer's per-query log lines are at info (hickory); the benchmark runs at warn.
+# hickory logs two info lines per DNS-over-TCP query; the benchmark runs at warn.
+declare -A SPID
 RUST_LOG=warn taskset -c 1 "$BIN" run -c "$WORK/sitesteer.toml" >"$WORK/sitesteer.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); SPID[sitesteer]=$!
 taskset -c 1 gdnsd -c "$WORK/gdnsd" start >"$WORK/gdnsd.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); SPID[gdnsd]=$!
 taskset -c 1 pdns_server --config-dir="$WORK" >"$WORK/pdns.log" 2>&1 &
-PIDS+=($!)
+PIDS+=($!); SPID[powerdns]=$!
 
 answers() { dig @127.0.0.1 -p "$1" +short +tries=1 +time=1 api.mcp.test A 2>/dev/null | sort | tr '\n' ' '; }
 declare -A PORT=([sitesteer]=$SITESTEER_PORT [gdnsd]=$GDNSD_PORT [powerdns]=$PDNS_PORT)
@@ -101,38 +104,46 @@ for s in "${SERVERS[@]}"; do
   echo "$s answers: $want" >&2
 done
 
-perf() { # port extra-args... -> "qps avg_latency_ms lost"
+perf() { # port extra-args... -> "qps avg_latency_ms lost completed"
   local port=$1; shift
   taskset -c 0 dnsperf -s 127.0.0.1 -p "$port" -d "$HERE/queries.txt" -c 8 -t 1 "$@" 2>/dev/null |
     awk '/Queries lost:/ {lost=$3}
+         /Queries completed:/ {done=$3}
          /Queries per second:/ {qps=$4}
          /Average Latency \(s\):/ {lat=$4*1000}
-         END {printf "%.0f %.3f %s\n", qps, lat, lost}'
+         END {printf "%.0f %.3f %s %s\n", qps, lat, lost, done}'
 }
+TICK=$(getconf CLK_TCK)
+cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system, whole process
 
-declare -A QPS LAT
+declare -A QPS LAT CPU
 for round in $(seq 1 "$ROUNDS"); do
   # Rotate the order every round so that no server always goes first.
   order=("${SERVERS[@]:$((round % 3))}" "${SERVERS[@]:0:$((round % 3))}")
   for s in "${order[@]}"; do
-    read -r qps _ lost < <(perf "${PORT[$s]}" -l "$DURATION" -q 100)
-    read -r _ lat lost2 < <(perf "${PORT[$s]}" -l 5 -Q "$RATE")
-    echo "round $round $s: $qps qps (lost $lost); at $RATE qps: avg latency $lat ms (lost $lost2)" >&2
+    t0=$(cputicks "${SPID[$s]}")
+    read -r qps _ lost completed < <(perf "${PORT[$s]}" -l "$DURATION" -q 100)
+    t1=$(cputicks "${SPID[$s]}")
+    cpu=$(awk -v t=$((t1 - t0)) -v hz="$TICK" -v n="$completed" 'BEGIN {printf "%.2f", (n > 0 ? t / hz * 1e6 / n : 0)}')
+    read -r _ lat lost2 _ < <(perf "${PORT[$s]}" -l 5 -Q "$RATE")
+    echo "round $round $s: $qps qps (lost $lost), server CPU $cpu us/query; at $RATE qps: avg latency $lat ms (lost $lost2)" >&2
     QPS[$s]+="$qps "
     LAT[$s]+="$lat "
+    CPU[$s]+="$cpu "
   done
 done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
-echo "| server | queries/s (median of $ROUNDS) | avg latency at $RATE qps, ms | sitesteer qps ratio | sitesteer latency ratio |"
-echo "|---|---|---|---|---|"
-sq=$(echo "${QPS[sitesteer]}" | median); sl=$(echo "${LAT[sitesteer]}" | median)
+echo "| server | queries/s (median of $ROUNDS) | avg latency at $RATE qps, ms | server CPU per query, us | sitesteer qps ratio | sitesteer latency ratio | sitesteer CPU ratio |"
+echo "|---|---|---|---|---|---|---|"
+sq=$(echo "${QPS[sitesteer]}" | median); sl=$(echo "${LAT[sitesteer]}" | median); sc=$(echo "${CPU[sitesteer]}" | median)
 for s in "${SERVERS[@]}"; do
-  q=$(echo "${QPS[$s]}" | median); l=$(echo "${LAT[$s]}" | median)
-  awk -v s="$s" -v q="$q" -v l="$l" -v sq="$sq" -v sl="$sl" \
-    'BEGIN {printf "| %s | %.0f | %.3f | %.2f | %.2f |\n", s, q, l, sq/q, sl/l}'
+  q=$(echo "${QPS[$s]}" | median); l=$(echo "${LAT[$s]}" | median); c=$(echo "${CPU[$s]}" | median)
+  awk -v s="$s" -v q="$q" -v l="$l" -v c="$c" -v sq="$sq" -v sl="$sl" -v sc="$sc" \
+    'BEGIN {printf "| %s | %.0f | %.3f | %.2f | %.2f | %.2f | %.2f |\n", s, q, l, c, sq/q, sl/l, (c > 0 ? sc/c : 0)}'
 done
 echo
 echo "rounds: qps sitesteer=[${QPS[sitesteer]}] gdnsd=[${QPS[gdnsd]}] powerdns=[${QPS[powerdns]}]"
 echo "rounds: latency ms sitesteer=[${LAT[sitesteer]}] gdnsd=[${LAT[gdnsd]}] powerdns=[${LAT[powerdns]}]"
+echo "rounds: server CPU us/query sitesteer=[${CPU[sitesteer]}] gdnsd=[${CPU[gdnsd]}] powerdns=[${CPU[powerdns]}]"

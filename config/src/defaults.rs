@@ -66,6 +66,10 @@ pub const DRAIN_TIMEOUT_S: u64 = 30;
 pub const DNS_TTL: u32 = 5;
 /// `dns.min_ttl`, seconds.
 pub const DNS_MIN_TTL: u32 = 1;
+/// `dns.udp_threads`: threads answering DNS over UDP.
+pub const DNS_UDP_THREADS: usize = 1;
+/// Upper bound of `dns.udp_threads`.
+pub const DNS_UDP_THREADS_MAX: usize = 64;
 /// `dns.soa.mname`, prefixed to the zone.
 pub const DNS_SOA_MNAME: &str = "ns1";
 /// `dns.soa.rname`, prefixed to the zone.

@@ -384,6 +384,10 @@ pub struct Dns {
     pub soa: Soa,
     /// Optional MaxMind-format database that maps client networks to regions.
     pub geoip: Option<GeoIp>,
+    /// Threads answering DNS over UDP, each with its own socket on `listen.dns`
+    /// (`SO_REUSEPORT` when more than one). Default 1, at most 64. Read at start: a change
+    /// needs a restart or an upgrade, like `listen.dns`.
+    pub udp_threads: usize,
 }
 
 /// `[dns.soa]`: the SOA record at the apex.

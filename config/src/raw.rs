@@ -145,6 +145,7 @@ pub struct RawDns {
     pub zone: Option<String>,
     pub ttl: Option<i64>,
     pub min_ttl: Option<i64>,
+    pub udp_threads: Option<i64>,
     #[serde(default)]
     pub names: Vec<String>,
     pub ns: Option<Vec<String>>,

@@ -226,3 +226,21 @@ fn cluster_keys_have_defaults_and_are_checked() {
         assert!(errs.iter().any(|e| e.path == path), "{path}: {errs:?}");
     }
 }
+
+#[test]
+fn dns_udp_threads_default_to_one_and_are_bounded() {
+    let dns = |extra: &str| {
+        format!("[listen]\ndns = \"127.0.0.1:5353\"\n{MINIMAL}\n[dns]\nzone = \"a.b.\"\n{extra}")
+    };
+    let c = parse_str(&dns("")).expect("parses");
+    assert_eq!(c.dns.map(|d| d.udp_threads), Some(DNS_UDP_THREADS));
+    let c = parse_str(&dns("udp_threads = 4\n")).expect("parses");
+    assert_eq!(c.dns.map(|d| d.udp_threads), Some(4));
+    for bad in ["0", "65", "-1"] {
+        let errs = errors(&dns(&format!("udp_threads = {bad}\n")));
+        assert!(
+            errs.iter().any(|e| e.path == "dns.udp_threads"),
+            "{bad}: {errs:?}"
+        );
+    }
+}

@@ -797,6 +797,13 @@ fn dns(raw: &RawDns, base_dir: &Path, p: &mut Problems) -> Dns {
             format!("must not exceed dns.ttl ({ttl}), got {min_ttl}"),
         );
     }
+    let udp_threads = int_in(
+        raw.udp_threads,
+        d::DNS_UDP_THREADS,
+        (1, d::DNS_UDP_THREADS_MAX as i64),
+        "dns.udp_threads",
+        p,
+    );
     let s = &raw.soa;
     let secs = |v: Option<i64>, default: u32, key: &str, p: &mut Problems| {
         int_in(
@@ -865,6 +872,7 @@ fn dns(raw: &RawDns, base_dir: &Path, p: &mut Problems) -> Dns {
         ns,
         soa,
         geoip,
+        udp_threads,
     }
 }
 

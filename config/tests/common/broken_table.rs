@@ -73,6 +73,7 @@ pub const BROKEN: &[(&str, &str, &str)] = &[
     ("dns min_ttl above ttl", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\nttl = 5\nmin_ttl = 9\n", "dns.min_ttl"),
     ("dns name listed twice", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\nnames = [\"api\", \"API\"]\n", "dns.names[1]"),
     ("dns soa refresh as a duration string", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\n[dns.soa]\nrefresh = \"1h\"\n", "dns.soa.refresh"),
+    ("dns udp_threads of zero", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\nudp_threads = 0\n", "dns.udp_threads"),
     ("geoip without its database", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\n[dns.geoip]\ncountries = { US = \"a\" }\n", "dns.geoip.db"),
     // [[geo]]
     ("geo cidr that is not a network", concat!(base!(), "[[geo]]\ncidr = \"10.0.0.0/33\"\nregion = \"x\"\n"), "geo[0].cidr"),

@@ -128,15 +128,24 @@ fn next_random(state: &mut u64) -> u64 {
 /// The answer for a client in `region`, from a family's re-keyed snapshot; `seed` drives
 /// the weighted shuffle (the same seed gives the same order).
 pub fn answer(view: &Snapshot, region: Option<&str>, seed: u64) -> Answer {
+    let mut out = Answer::default();
+    answer_into(view, region, seed, &mut out);
+    out
+}
+
+/// [`answer`] into `out`, reusing its buffers (the UDP path answers without allocating).
+pub fn answer_into(view: &Snapshot, region: Option<&str>, seed: u64, out: &mut Answer) {
+    out.mode = None;
+    out.sites.clear();
+    out.addrs.clear();
     let mut state = seed;
     let mut req = RequestCtx::new(EndpointKind::Http, next_random(&mut state));
     req.region = region;
-    let mut out = Answer::default();
     let Some(first) = choose(view, &req) else {
-        return out;
+        return;
     };
     let Some(site) = view.sites.get(first.site) else {
-        return out;
+        return;
     };
     let key = group(site, first.mode);
     out.mode = Some(first.mode);
@@ -153,10 +162,13 @@ pub fn answer(view: &Snapshot, region: Option<&str>, seed: u64) -> Answer {
             out.addrs.push(c.addr.ip());
         }
         req.tried.push(c.site);
+        if req.tried.len() >= view.sites.len() {
+            // Every site is tried: `choose` has nothing left.
+            break;
+        }
         req.random = next_random(&mut state);
         pick = choose(view, &req);
     }
-    out
 }
 
 /// The set of sites answered (sorted ids) and why, whatever the client and the shuffle:

@@ -1,20 +1,26 @@
-//! Authoritative DNS with geo-steering, on hickory's server, answering from the same health
+//! Authoritative DNS with geo-steering, answering from the same health
 //! [`Snapshot`](sitesteer_probes::Snapshot) and the same [`steer::choose`](crate::steer::choose)
 //! as the proxy.
 //!
-//! This module owns the DNS listener (UDP and TCP on `listen.dns`) and everything a query
-//! needs: [`zone`] (names, SOA, NS, NXDOMAIN/NODATA/REFUSED, the TTL rule), [`geo`] (client
-//! network → region, ECS scope), [`answer`] (addresses in steering order), [`handler`] (the
-//! hickory `RequestHandler`, metrics) and [`watch`] (events when an answer set changes).
+//! This module owns the DNS listener on `listen.dns` and everything a query needs: [`zone`]
+//! (names, SOA, NS, NXDOMAIN/NODATA/REFUSED, the TTL rule), [`geo`] (client network →
+//! region, ECS scope), [`answer`] (addresses in steering order), [`respond`] (the reply to
+//! one query, the single source of every answer), [`udp`] (UDP on its own threads, with
+//! `recvmmsg`/`sendmmsg`) and [`replay`] (its per-packet path and replay cache), [`handler`]
+//! (hickory's `RequestHandler`, which serves TCP on the control runtime) and [`watch`]
+//! (events when an answer set changes).
 //!
 //! The zone and the DNS view of the snapshot are rebuilt lazily on the query path whenever
 //! the published snapshot changes, so a site that goes down leaves the answers at the next
 //! query, and a reload that changes `[dns]` or `[[geo]]` takes effect at once (a new
-//! `listen.dns` needs a restart).
+//! `listen.dns` or `dns.udp_threads` needs a restart).
 
 pub mod answer;
 pub mod geo;
 pub mod handler;
+pub mod replay;
+pub mod respond;
+pub mod udp;
 pub mod watch;
 pub mod zone;
 
@@ -22,6 +28,8 @@ pub mod zone;
 mod mmdb_writer;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_udp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -164,8 +172,9 @@ impl Shared {
     }
 }
 
-/// Binds `addr` (UDP and TCP) and serves the zone on the current tokio runtime until the
-/// process ends; also starts the answer-set watcher.
+/// Binds `addr` and serves the zone until the process ends: TCP with hickory's server on the
+/// current tokio runtime, UDP on `dns.udp_threads` threads of its own ([`udp`]); also starts
+/// the answer-set watcher.
 pub async fn start(
     addr: SocketAddr,
     health: HealthHandle,
@@ -173,11 +182,19 @@ pub async fn start(
     events: Arc<EventLog>,
 ) -> Result<(), StartError> {
     let bind = |source| StartError::Bind { addr, source };
-    let udp = tokio::net::UdpSocket::bind(addr).await.map_err(bind)?;
+    // TCP first: during an upgrade it fails while the old process still holds the port.
     let tcp = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let threads = health
+        .snapshot()
+        .config
+        .dns
+        .as_ref()
+        .map_or(udp::DEFAULT_THREADS, |d| d.udp_threads);
     let shared = Arc::new(Shared::new(health)?);
+    let udp =
+        udp::UdpServer::start(addr, threads, shared.clone(), metrics.clone()).map_err(bind)?;
+    udp.detach();
     let mut server = hickory_server::Server::new(DnsHandler::new(shared.clone(), metrics));
-    server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
     tokio::spawn(async move {
         if let Err(e) = server.block_until_done().await {
@@ -185,6 +202,6 @@ pub async fn start(
         }
     });
     tokio::spawn(watch::watch(shared, events));
-    tracing::info!(%addr, "dns listening (udp and tcp)");
+    tracing::info!(%addr, "dns listening (tcp)");
     Ok(())
 }

@@ -22,9 +22,9 @@ use super::Current;
 use crate::steer::Mode;
 
 /// A site: (name, tier, weight, region, address, endpoint kind).
-type Site<'a> = (&'a str, u8, u32, &'a str, &'a str, &'a str);
+pub(super) type Site<'a> = (&'a str, u8, u32, &'a str, &'a str, &'a str);
 
-fn config(sites: &[Site<'_>], extra: &str) -> Config {
+pub(super) fn config(sites: &[Site<'_>], extra: &str) -> Config {
     let mut text = String::from("[listen]\ndns = \"127.0.0.1:5300\"\n");
     for (i, (name, tier, weight, region, address, kind)) in sites.iter().enumerate() {
         text.push_str(&format!(
@@ -42,7 +42,7 @@ fn config(sites: &[Site<'_>], extra: &str) -> Config {
     sitesteer_config::parse(&text, "test", Path::new(".")).expect("test config")
 }
 
-fn snapshot_of(config: Config) -> Snapshot {
+pub(super) fn snapshot_of(config: Config) -> Snapshot {
     let now = tokio::time::Instant::now();
     let mut table = HealthTable::new(Arc::new(config), Overrides::default(), now);
     let mut snap = table.snapshot(now);
