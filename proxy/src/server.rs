@@ -7,6 +7,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::proxy::http_proxy;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
@@ -363,7 +365,12 @@ where
     server.run_forever();
 }
 
-/// Adds `addr` to `service`, speaking TLS when `[tls]` says so for this listener.
+/// Adds the listener on `addr` to `service`, speaking TLS when `[tls]` says so for it. A plain listener reads
+/// the socket without pingora's 64 KiB read buffer per connection: the HTTP gate reads
+/// request heads into its own buffer, pingora reads bodies into its body buffer and the TCP
+/// proxy copies with its own, so the buffer only added a copy and 64 KiB of memory to every
+/// open connection (idle WebSockets and SSE streams included; see BENCHMARKS.md). TLS
+/// listeners keep it: rustls reads records in small pieces.
 fn listen_on<A: Send + Sync + 'static>(
     service: &mut Service<A>,
     addr: SocketAddr,
@@ -372,7 +379,9 @@ fn listen_on<A: Send + Sync + 'static>(
 ) {
     match tls.listener_settings().filter(|_| use_tls) {
         Some(settings) => service.add_tls_with_settings(&addr.to_string(), None, settings),
-        None => service.add_tcp(&addr.to_string()),
+        None => service.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
+        ),
     }
 }
 
