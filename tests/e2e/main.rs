@@ -7,6 +7,7 @@ mod traffic;
 mod admin;
 mod browser;
 mod chaos;
+mod checked;
 mod cluster;
 mod config_check;
 mod dns;
