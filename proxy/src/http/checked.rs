@@ -53,7 +53,9 @@ pub fn qualifies(req: &RequestHeader, ctx: &RequestState, max_body: usize) -> bo
         && ctx.long_lived.is_none()
         && ctx.affinity.is_none()
         && header("transfer-encoding").is_none()
-        && header("upgrade").is_none();
+        && header("upgrade").is_none()
+        // The client waits for a `100 Continue` before its body: pingora's path relays it.
+        && header("expect").is_none();
     let length = header("content-length").map(|v| v.trim().parse::<usize>().ok());
     if req.method == http::Method::GET {
         return plain && matches!(length, None | Some(Some(0)));
@@ -192,6 +194,7 @@ impl HttpProxy {
         id: Option<&Value>,
     ) -> Result<()> {
         let mut last: Option<Answer> = None;
+        let mut failed: Option<usize> = None;
         loop {
             // A retry sees the newest health state, so it avoids sites that just failed.
             let snapshot = match (&ctx.snapshot, ctx.tried.is_empty()) {
@@ -203,6 +206,13 @@ impl HttpProxy {
             let Some(choice) = self.index_for(&snapshot).choose(&snapshot, &req) else {
                 break;
             };
+            if let Some(name) = failed.and_then(|f| snapshot.sites.get(f)) {
+                // Counted once another site takes the request.
+                self.metrics
+                    .retries
+                    .with_label_values(&[name.name.as_str()])
+                    .inc();
+            }
             ctx.site = Some(choice.site);
             ctx.tried.push(choice.site);
             ctx.snapshot = Some(snapshot.clone());
@@ -252,17 +262,19 @@ impl HttpProxy {
                     self.report(ctx, Err(failure));
                 }
             }
+            failed = Some(choice.site);
             let retries = snapshot.config.proxy.retries;
             if ctx.tried.len() > retries || ctx.tried.len() >= Tried::CAP {
                 break;
             }
-            if let Some(name) = Self::site_name(ctx) {
-                self.metrics.retries.with_label_values(&[name]).inc();
-            }
         }
         match last {
             // No site gave the right answer: the last site's own answer is the truest one.
-            Some(answer) => self.deliver(session, ctx, answer).await,
+            // It was reported as wrong already; the access log must not count it as served.
+            Some(answer) => {
+                ctx.observed = true;
+                self.deliver(session, ctx, answer).await
+            }
             None => {
                 let code = if ctx.tried.is_empty() {
                     self.metrics.unroutable.inc();
@@ -590,6 +602,9 @@ mod tests {
         assert!(!qualifies(&head(&stream_only), &ctx, MAX_REQUEST));
         let form = [("content-type", "text/plain"), ("content-length", "40")];
         assert!(!qualifies(&head(&form), &ctx, MAX_REQUEST));
+        let mut expecting = json.to_vec();
+        expecting.push(("expect", "100-continue"));
+        assert!(!qualifies(&head(&expecting), &ctx, MAX_REQUEST));
         assert!(
             !qualifies(&head(&json), &ctx, 39),
             "over proxy.retry_buffer_bytes"

@@ -109,6 +109,9 @@ pub struct RequestState {
     tools_answer: Option<Vec<u8>>,
     endpoint_search: Option<usize>,
     body_bytes: u64,
+    /// The serving site's passive observation is already made (a checked exchange that
+    /// passed a wrong answer on, having reported it as wrong).
+    observed: bool,
     /// Counts the request for the drain on shutdown and upgrade.
     _in_flight: crate::restart::InFlight,
 }
@@ -131,6 +134,7 @@ impl RequestState {
             tools_answer: None,
             endpoint_search: None,
             body_bytes: 0,
+            observed: false,
             _in_flight: crate::restart::InFlight::start(),
         }
     }
@@ -760,7 +764,7 @@ impl ProxyHttp for HttpProxy {
                 h.observe_upstream_latency(&self.metrics, started.elapsed().as_secs_f64());
             }
         }
-        if e.is_none() && ctx.long_lived.is_none() {
+        if e.is_none() && ctx.long_lived.is_none() && !ctx.observed {
             if let (Some(id), Some(snap)) = (ctx.site, ctx.snapshot.as_ref()) {
                 if code >= 500 {
                     self.report(ctx, Err(Failure::Status(code)));
