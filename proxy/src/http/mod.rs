@@ -3,7 +3,9 @@
 //! keeps a session on its own site), sets the per-site upstream `Host`, adds
 //! `x-sitesteer-site`, reports every outcome as a passive observation, registers long-lived
 //! connections so they can be closed when their site leaves service, and retries on another
-//! site when that cannot repeat a side effect.
+//! site when that cannot repeat a side effect. Requests that are safe to repeat and bound to
+//! no session are answered by [`checked`] exchanges, which read the whole answer before the
+//! client sees it.
 
 pub mod affinity;
 mod checked;
@@ -300,7 +302,7 @@ impl HttpProxy {
 
     /// How to reach `addr` of site `site`: over TLS with SNI and verification against the
     /// site's CA for a `[site.tls]` site, with the proxy's connect timeout, and its read
-    /// timeout unless the connection is `long_lived` (a WebSocket or an SSE stream).
+    /// timeout when the exchange is `short` (not a WebSocket or an SSE stream).
     fn peer_for(
         &self,
         snapshot: &Snapshot,
