@@ -4,8 +4,8 @@
 //! `x-sitesteer-site`, reports every outcome as a passive observation, registers long-lived
 //! connections so they can be closed when their site leaves service, and retries on another
 //! site when that cannot repeat a side effect. Requests that are safe to repeat and bound to
-//! no session are answered by checked exchanges (`checked.rs`), which read the whole answer before the
-//! client sees it.
+//! no session are answered by checked exchanges (`checked.rs`), which read the whole answer
+//! before the client sees it.
 
 pub mod affinity;
 mod checked;
