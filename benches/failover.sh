@@ -68,31 +68,8 @@ rm -f "$OUT"/failover-*
 
 # --- helpers -----------------------------------------------------------------------------
 NEXT_PORT=$((20000 + RANDOM % 30000))
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-# Sets PORT to a free loopback port, never the same twice in one run. (Not via $(...): a
-# subshell would lose the counter.)
-PORT=0
-free_port() {
-    local tries=0
-    while port_in_use "$NEXT_PORT"; do
-        NEXT_PORT=$((NEXT_PORT + 1))
-        tries=$((tries + 1))
-        ((tries < 200)) || { log "no free port"; exit 1; }
-    done
-    PORT=$NEXT_PORT
-    NEXT_PORT=$((NEXT_PORT + 1))
-}
-
-# Waits (at most $2 seconds) until GET $1 answers 200.
-wait_http() {
-    local url=$1 limit=$2 i
-    for ((i = 0; i < limit * 20; i++)); do
-        if curl -fs -o /dev/null --max-time 0.5 "$url"; then return 0; fi
-        sleep 0.05
-    done
-    log "timed out waiting for $url"
-    return 1
-}
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 
 # Waits (at most $2 seconds) until the proxy at $1 has served every site once.
 wait_all_sites() {
@@ -108,18 +85,10 @@ wait_all_sites() {
     return 1
 }
 
-# Stops one child: SIGINT (fast shutdown for pingora, hard stop for haproxy),
-# then SIGKILL after 2 s.
-stop_pid() {
-    local p=$1 i
-    kill -INT "$p" 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-    rm -f "/tmp/sitesteer-$p.pid" "/tmp/sitesteer-$p.upgrade.sock"
+# Stops one child (lib.sh) and removes what a killed sitesteer leaves in /tmp.
+stop_child() {
+    stop_pid "$1"
+    rm -f "/tmp/sitesteer-$1.pid" "/tmp/sitesteer-$1.upgrade.sock"
 }
 
 sitesteer_config() { # dir proxy_port admin_port p1 p2 p3
@@ -271,8 +240,8 @@ scenario() { # proxy round
         mv "$out.tmp" "$out"
     log "$proxy round $round: $(jq -c '{shift_ms, failed, failed_after_kill, total, dead_site_failed_attempts, p99_ms, max_first_second_after_kill_ms}' "$out")"
 
-    stop_pid "$proxy_pid"
-    for i in 0 1 2; do stop_pid "${site_pids[$i]}"; done
+    stop_child "$proxy_pid"
+    for i in 0 1 2; do stop_child "${site_pids[$i]}"; done
     cp "$dir/proxy.log" "$OUT/failover-$proxy-$round.proxy.log" 2>/dev/null || true
 }
 

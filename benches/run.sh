@@ -87,50 +87,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 # --- helpers -------------------------------------------------------------------------------
 # Below the ephemeral range (32768-), so no outgoing connection holds a port we listen on.
 NEXT_PORT=$((12000 + RANDOM % 15000))
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT=0
-free_port() {
-    local tries=0
-    while port_in_use "$NEXT_PORT"; do
-        NEXT_PORT=$((NEXT_PORT + 1))
-        tries=$((tries + 1))
-        ((tries < 200)) || { log "no free port"; exit 1; }
-    done
-    PORT=$NEXT_PORT
-    NEXT_PORT=$((NEXT_PORT + 1))
-}
-
-wait_http() { # url seconds
-    local i
-    for ((i = 0; i < $2 * 20; i++)); do
-        curl -fs -o /dev/null --max-time 0.5 "$1" && return 0
-        sleep 0.05
-    done
-    log "timed out waiting for $1"
-    return 1
-}
-
-stop_pid() {
-    local p=$1 i
-    kill -INT "$p" 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
-
-# CPU seconds (user + system) used so far by PID and its children processes (nginx workers).
-cpu_ticks() {
-    local total=0 p
-    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-        [ -r "/proc/$p/stat" ] || continue
-        # Fields after the ")" of comm: utime is the 12th, stime the 13th.
-        total=$((total + $(sed 's/.*) //' "/proc/$p/stat" | awk '{print $12 + $13}')))
-    done
-    echo "$total"
-}
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 HZ=$(getconf CLK_TCK)
 
 run_on() { # cpu-set command...: in the foreground, pinned when PIN=1

@@ -63,38 +63,9 @@ ulimit -n "$(ulimit -Hn)"
 HZ=$(getconf CLK_TCK)
 
 NEXT_PORT=$((12000 + RANDOM % 12000))
-port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-PORT=0
-free_port() {
-    local tries=0
-    while port_in_use "$NEXT_PORT"; do
-        NEXT_PORT=$((NEXT_PORT + 1))
-        tries=$((tries + 1))
-        ((tries < 500)) || { log "no free port"; exit 1; }
-    done
-    PORT=$NEXT_PORT
-    NEXT_PORT=$((NEXT_PORT + 1))
-}
-wait_http() { # url seconds
-    local i
-    for ((i = 0; i < $2 * 20; i++)); do
-        curl -fs -o /dev/null --max-time 0.5 "$1" && return 0
-        sleep 0.05
-    done
-    log "timed out waiting for $1"
-    return 1
-}
-stop_pid() {
-    local p=$1 i
-    kill -INT "$p" 2>/dev/null || true
-    for ((i = 0; i < 60; i++)); do
-        kill -0 "$p" 2>/dev/null || break
-        sleep 0.05
-    done
-    kill -9 "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+FREE_PORT_TRIES=500
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 metric_sum() { # admin-port metric-regex
     curl -fs --max-time 5 "http://127.0.0.1:$1/metrics" |
@@ -157,8 +128,8 @@ part_probes() {
     f1=$(metric_sum "$pa" '^sitesteer_probe_failures_total')
     local up
     up=$(curl -fs "http://127.0.0.1:$pa/api/v1/sites" | jq '[.. | objects | select(has("state")) | select(.state == "up")] | length' 2>/dev/null || echo null)
-    stop_pid "$pid"
-    stop_pid "$backend"
+    stop_pid "$pid" 60
+    stop_pid "$backend" 60
     jq -nc --argjson sites "$PROBE_SITES" --arg kind "$PROBE_KIND" --argjson m "$MEASURE" \
         --argjson cpu "$(((c1 - c0)))" --argjson bcpu "$(((b1 - b0)))" --argjson hz "$HZ" \
         --argjson ok "$(awk -v a="$n0" -v b="$n1" 'BEGIN {print b - a}')" \
@@ -237,7 +208,7 @@ EOF
         exec {CLIENT[1]}>&-
         kill "$client" 2>/dev/null || true
         wait "$client" 2>/dev/null || true
-        stop_pid "$pid"
+        stop_pid "$pid" 60
         sleep 2
     done
 }
@@ -289,8 +260,8 @@ part_reload() {
         times+=("$t")
         sleep 0.5
     done
-    stop_pid "$pid"
-    stop_pid "$backend"
+    stop_pid "$pid" 60
+    stop_pid "$backend" 60
     printf '%s\n' "${times[@]}" | jq -sc '{part: "reload", sites: 200, reloads: length,
         median_ms: (sort | .[length / 2 | floor] * 1000), max_ms: (max * 1000),
         all_ms: map(. * 1000 | . * 10 | round / 10)}' >"$OUT/scale-reload.json"
