@@ -51,7 +51,8 @@ pub struct HttpProxy {
     tls: Option<Arc<crate::tls::Tls>>,
     /// The steering index of the newest Snapshot seen (see [`steer::Index`]).
     index: arc_swap::ArcSwapOption<steer::Index>,
-    /// Upstream connections of checked exchanges (see [`checked`]).
+    /// Upstream connections of checked exchanges (`checked.rs`): pingora's HTTP/1
+    /// connector, with its own pool.
     connector: pingora::connectors::http::v1::Connector,
 }
 
@@ -72,7 +73,7 @@ impl HttpProxy {
             tools,
             tls: None,
             index: arc_swap::ArcSwapOption::empty(),
-            connector: checked::connector(),
+            connector: pingora::connectors::http::v1::Connector::new(None),
         }
     }
 
