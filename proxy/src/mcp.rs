@@ -74,19 +74,27 @@ pub fn message_of(body: &[u8]) -> Option<Value> {
     if let Ok(v) = serde_json::from_slice::<Value>(body) {
         return Some(v);
     }
-    let text = std::str::from_utf8(body).ok()?;
+    sse_messages(std::str::from_utf8(body).ok()?)
+        .into_iter()
+        .next()
+}
+
+/// The JSON values of the `data:` events of an SSE body, in order; events whose data does not
+/// parse are skipped, and a last event without its blank line counts.
+pub fn sse_messages(text: &str) -> Vec<Value> {
+    let mut out = Vec::new();
     let mut data = String::new();
     for line in text.lines().chain(std::iter::once("")) {
         if let Some(d) = line.strip_prefix("data:") {
             data.push_str(d.trim_start());
         } else if line.is_empty() && !data.is_empty() {
-            if let Ok(v) = serde_json::from_str::<Value>(&data) {
-                return Some(v);
+            if let Ok(v) = serde_json::from_str(&data) {
+                out.push(v);
             }
             data.clear();
         }
     }
-    None
+    out
 }
 
 #[cfg(test)]

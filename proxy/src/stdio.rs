@@ -303,20 +303,7 @@ fn json_messages(body: &[u8]) -> Vec<Value> {
 }
 
 fn sse_messages(body: &[u8]) -> Vec<Value> {
-    let text = String::from_utf8_lossy(body);
-    let mut out = Vec::new();
-    let mut data = String::new();
-    for line in text.lines().chain(std::iter::once("")) {
-        if let Some(d) = line.strip_prefix("data:") {
-            data.push_str(d.trim_start());
-        } else if line.is_empty() && !data.is_empty() {
-            if let Ok(v) = serde_json::from_str(&data) {
-                out.push(v);
-            }
-            data.clear();
-        }
-    }
-    out
+    crate::mcp::sse_messages(&String::from_utf8_lossy(body))
 }
 
 #[cfg(test)]
