@@ -3,17 +3,21 @@
 // Shared by every test module; not every module uses every helper.
 #![allow(dead_code)]
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper::{HeaderMap, Method, Request};
+use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
+
+/// The kit the chaos suite shares with these tests: one answer type, one port picker.
+pub use crate::chaos::kit::client::Answer;
+pub use crate::chaos::kit::lab::free_port;
 
 /// The `sitesteer` binary under test (`SITESTEER_BIN`, else the workspace's debug build).
 pub fn binary() -> PathBuf {
@@ -30,14 +34,6 @@ pub fn binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-/// A free loopback port (bound and released; good enough on a test machine).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A scratch folder removed on drop.
@@ -209,32 +205,6 @@ impl Sitesteer {
     /// Waits until site `name` is in `state`; returns how long it took.
     pub async fn wait_state(&self, name: &str, state: &str, limit: Duration) -> Option<Duration> {
         wait_until(limit, || async { self.state_of(name).await == state }).await
-    }
-}
-
-/// An HTTP answer.
-#[derive(Debug)]
-pub struct Answer {
-    /// Status code.
-    pub status: u16,
-    /// Headers.
-    pub headers: HeaderMap,
-    /// Body.
-    pub body: Bytes,
-}
-
-impl Answer {
-    /// A header as a string ("" when missing).
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-
-    /// The body as JSON (Null when it is not).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
 }
 
