@@ -197,14 +197,14 @@ impl HttpProxy {
                     .config
                     .sites
                     .get(choice.site)
-                    .and_then(|s| s.host.clone());
+                    .and_then(|s| s.host.as_deref());
                 let proxy = &snapshot.config.proxy;
                 // Bounded as a whole: a site that drips its answer cannot hold the request.
                 let limit = proxy.connect_timeout + proxy.read_timeout * 2;
                 let attempt = self.attempt(
                     session.req_header(),
                     &peer,
-                    host.as_deref(),
+                    host,
                     body,
                     id,
                     choice.site,
