@@ -1,6 +1,7 @@
 //! Cron-like schedules for `[[drill]]`: five fields (minute, hour, day of month, month, day
 //! of week, in UTC), each `*`, a number, a range `a-b`, a step `*/n` or `a-b/n`, or a
-//! comma-separated list of those. Day of week 0 or 7 is Sunday.
+//! comma-separated list of those. Day of week 0 or 7 is Sunday. Also the calendar they run
+//! on ([`civil_from_days`]), which prints timestamps too ([`format_utc_ms`]).
 
 /// A parsed schedule: the allowed values of each field as bit sets.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,8 +56,10 @@ fn field(text: &str, lo: u32, hi: u32, name: &str) -> Result<u64, String> {
     Ok(bits)
 }
 
-/// Days since the epoch to (year, month 1-12, day 1-31).
-fn civil(days: i64) -> (i64, u32, u32) {
+/// Days since the Unix epoch to the civil date `(year, month 1-12, day 1-31)` of the
+/// proleptic Gregorian calendar (Howard Hinnant's `civil_from_days`). The one copy of the
+/// algorithm: schedules run on it and timestamps are printed with it ([`format_utc_ms`]).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -66,6 +69,18 @@ fn civil(days: i64) -> (i64, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Formats milliseconds since the Unix epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC), the time
+/// format of incidents and drill reports.
+pub fn format_utc_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    format!(
+        "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
+        ms % 1000
+    )
 }
 
 impl Schedule {
@@ -101,7 +116,7 @@ impl Schedule {
         let mut t = (unix_secs / 60 + 1) * 60;
         for _ in 0..(4 * 366 * 24 * 60) {
             let days = (t / 86_400) as i64;
-            let (_, month, day) = civil(days);
+            let (_, month, day) = civil_from_days(days);
             let weekday = ((days + 4).rem_euclid(7)) as u32; // 1970-01-01 was a Thursday
             let minute = ((t / 60) % 60) as u32;
             let hour = ((t / 3600) % 24) as u32;
@@ -128,6 +143,14 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn formats_utc() {
+        assert_eq!(format_utc_ms(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(format_utc_ms(1_795_397_021_997), "2026-11-23T01:23:41.997Z");
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
 
     #[test]
     fn parses_and_finds_the_next_minute() {

@@ -20,6 +20,7 @@ use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
+pub use cron::{civil_from_days, format_utc_ms};
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sitesteer_config::Objectives;
+use sitesteer_config::{format_utc_ms as utc, Objectives};
 use sitesteer_probes::{HealthHandle, SiteState};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::mpsc;
 
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::Metrics;
+use crate::objectives::{judge, ObjectiveResult};
 
 /// Incidents kept (newest first).
 pub const KEEP: usize = 200;
@@ -36,19 +37,6 @@ pub struct Step {
     pub at_ms: u64,
     /// What happened.
     pub what: String,
-}
-
-/// One objective checked against what was measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ObjectiveResult {
-    /// `shift_time`, `failed_requests` or `availability`.
-    pub name: String,
-    /// The target, as configured.
-    pub target: String,
-    /// What was measured.
-    pub measured: String,
-    /// Whether the target was met.
-    pub met: bool,
 }
 
 /// One measured failover.
@@ -88,55 +76,24 @@ pub struct Incident {
     back_at_ms: Option<u64>,
 }
 
-/// Formats ms since the epoch as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let days = (secs / 86_400) as i64;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(mo <= 2);
-    format!(
-        "{y:04}-{mo:02}-{d:02}T{h:02}:{m:02}:{s:02}.{:03}Z",
-        ms % 1000
-    )
-}
-
-/// Checks the objectives against an incident's figures.
-pub fn judge(
-    objectives: &Objectives,
-    shift_ms: u64,
-    failed: u64,
-    availability: f64,
-) -> Vec<ObjectiveResult> {
-    let shift_target = objectives.shift_time.as_millis() as u64;
-    vec![
-        ObjectiveResult {
-            name: "shift_time".into(),
-            target: format!("{shift_target}ms"),
-            measured: format!("{shift_ms}ms"),
-            met: shift_ms <= shift_target,
-        },
-        ObjectiveResult {
-            name: "failed_requests".into(),
-            target: objectives.failed_requests.to_string(),
-            measured: failed.to_string(),
-            met: failed <= objectives.failed_requests,
-        },
-        ObjectiveResult {
-            name: "availability".into(),
-            target: format!("{:.3}%", objectives.availability * 100.0),
-            measured: format!("{:.3}%", availability * 100.0),
-            met: availability >= objectives.availability,
-        },
-    ]
+/// A finished drill, as the incidents list records it (the admin API takes it from the
+/// drill's report).
+#[derive(Clone, Copy, Debug)]
+pub struct DrillRecord<'a> {
+    /// The site taken out.
+    pub site: &'a str,
+    /// Start, ms since the Unix epoch.
+    pub started_ms: u64,
+    /// Time from the fault until traffic moved, ms (`None`: never).
+    pub shift_ms: Option<u64>,
+    /// Requests that failed.
+    pub failed: u64,
+    /// Each objective, target and measured.
+    pub objectives: &'a [ObjectiveResult],
+    /// Every objective met.
+    pub met: bool,
+    /// Milestones: (ms since the epoch, what).
+    pub timeline: &'a [(u64, String)],
 }
 
 #[derive(Default)]
@@ -306,7 +263,7 @@ impl Incidents {
     }
 
     /// Records a finished drill as an incident.
-    pub fn record_drill(&self, report: &crate::drill::DrillReport) -> u64 {
+    pub fn record_drill(&self, report: &DrillRecord<'_>) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -321,7 +278,7 @@ impl Incidents {
             .collect();
         inner.list.push_front(Incident {
             id,
-            site: report.site.clone(),
+            site: report.site.to_string(),
             cause: "drill".into(),
             open: false,
             started_ms: report.started_ms,
@@ -330,7 +287,7 @@ impl Incidents {
             shift_ms: shift,
             failed_requests: report.failed,
             retried_requests: 0,
-            objectives: report.objectives.clone(),
+            objectives: report.objectives.to_vec(),
             met: report.met,
             timeline,
             failed_at_start: 0,
@@ -421,12 +378,6 @@ fn counts(metrics: &Metrics, site: &str) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_utc() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(utc(1_795_397_021_997), "2026-11-23T01:23:41.997Z");
-    }
 
     #[test]
     fn an_incident_runs_from_first_failure_to_traffic_restored() {

@@ -18,6 +18,7 @@ pub mod incidents;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
+pub mod objectives;
 pub mod observe;
 pub mod operator;
 pub mod restart;

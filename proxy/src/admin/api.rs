@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use super::{error, AdminState};
 use crate::availability::WINDOWS;
-use crate::incidents::Incident;
+use crate::incidents::{DrillRecord, Incident};
 use crate::operator::OpError;
 
 /// The actor name recorded for admin API writes.
@@ -397,7 +397,15 @@ pub(super) async fn record_drill(State(s): State<AdminState>, bytes: Bytes) -> R
         Ok(b) => b,
         Err(r) => return *r,
     };
-    let incident = s.incidents.record_drill(&report);
+    let incident = s.incidents.record_drill(&DrillRecord {
+        site: &report.site,
+        started_ms: report.started_ms,
+        shift_ms: report.shift_ms,
+        failed: report.failed,
+        objectives: &report.objectives,
+        met: report.met,
+        timeline: &report.timeline,
+    });
     s.events.push(
         crate::events::NewEvent::new(
             crate::events::EventKind::System,

@@ -19,7 +19,7 @@ use sitesteer_config::DrillMode;
 
 use crate::cli::{EXIT_RUNTIME, EXIT_USAGE};
 use crate::ctl::{AdminClient, CtlError};
-use crate::incidents::{judge, ObjectiveResult};
+use crate::objectives::{judge, ObjectiveResult};
 pub use report::{markdown, svg};
 use traffic::Sample;
 

@@ -4,8 +4,9 @@
 use std::collections::BTreeSet;
 use std::fmt::Write;
 
+use sitesteer_config::format_utc_ms as utc;
+
 use super::DrillReport;
-use crate::incidents::utc;
 
 const COLOURS: [&str; 8] = [
     "#2f81f7", "#3fb950", "#d29922", "#a371f7", "#db61a2", "#39c5cf", "#f0883e", "#8b949e",
