@@ -25,6 +25,7 @@ use crate::incidents::{Incident, Incidents};
 use crate::limits::{HttpGate, TcpGate};
 use crate::metrics::Metrics;
 use crate::observe;
+use crate::operator::fleet::FleetStore;
 use crate::operator::Operator;
 use crate::session::SessionCodec;
 use crate::state_file::{StateError, StateFile};
@@ -205,10 +206,10 @@ where
             metrics.clone(),
             origin.path,
         )
-        .with_cluster(cluster.clone())
+        .with_fleet(cluster.clone().map(|c| c as Arc<dyn FleetStore>))
         .with_tls(tls.clone()),
     );
-    if let Some(cluster) = cluster {
+    if let Some(cluster) = cluster.clone() {
         control.spawn(cluster.run(operator.clone(), health.clone()));
     }
     let registry = Registry::new(metrics.open_connections.clone());
@@ -226,6 +227,7 @@ where
         health: health.clone(),
         metrics: metrics.clone(),
         operator: operator.clone(),
+        cluster,
         events: events.clone(),
         registry: registry.clone(),
         availability,

@@ -59,6 +59,12 @@ pub struct Prepared {
     sites: HashMap<String, Arc<SiteMaterial>>,
 }
 
+/// What [`Tls::install`] replaced: the material in service before a reload.
+pub struct Replaced {
+    listener: Option<Arc<CertifiedKey>>,
+    sites: Arc<HashMap<String, Arc<SiteMaterial>>>,
+}
+
 /// How the HTTP data plane reaches a TLS site: server name, CA, and a pool key that keeps
 /// connections verified against an older CA from being reused after a reload.
 pub struct PeerTls {
@@ -232,11 +238,13 @@ impl Tls {
     /// Installs what [`prepare`] read from a reloaded config: the listeners serve the new
     /// certificate to new connections, and sites get their new CA. Sites no longer in the
     /// config keep theirs until the next reload, for requests still steered by an older
-    /// snapshot.
-    pub fn install(&self, prepared: Prepared) {
-        if let (Some(resolver), Some(key)) = (&self.listener, prepared.listener) {
-            resolver.current.store(key);
-        }
+    /// snapshot. Returns what it replaced, for [`Tls::restore`]. Cannot fail: a reload
+    /// prepares (and can refuse) everything before it installs.
+    pub fn install(&self, prepared: Prepared) -> Replaced {
+        let listener = match (&self.listener, prepared.listener) {
+            (Some(resolver), Some(key)) => Some(resolver.current.swap(key)),
+            _ => None,
+        };
         let old = self.sites.load_full();
         let mut sites = prepared.sites;
         for (name, material) in old.iter() {
@@ -250,6 +258,24 @@ impl Tls {
             generation,
             listener = self.listener.is_some(),
             "TLS certificates and CAs reloaded"
+        );
+        Replaced {
+            listener,
+            sites: old,
+        }
+    }
+
+    /// Puts back what [`Tls::install`] replaced, when the rest of a reload could not follow.
+    /// Connections pooled meanwhile are not reused (a new pool generation).
+    pub fn restore(&self, replaced: Replaced) {
+        if let (Some(resolver), Some(key)) = (&self.listener, replaced.listener) {
+            resolver.current.store(key);
+        }
+        self.sites.store(replaced.sites);
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
+        tracing::warn!(
+            generation,
+            "TLS certificates and CAs of the refused reload taken back"
         );
     }
 

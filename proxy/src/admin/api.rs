@@ -47,7 +47,7 @@ fn op_error(e: OpError) -> Response {
 
 /// `GET /api/v1/cluster`: every instance's view of the sites, with `[cluster]`.
 pub(super) async fn cluster(State(s): State<AdminState>) -> Response {
-    match s.operator.cluster() {
+    match &s.cluster {
         Some(c) => Json(c.report(&s.health).await).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
@@ -136,7 +136,7 @@ pub(super) async fn sites(State(s): State<AdminState>) -> Response {
         })
         .collect();
     let mut out = json!({"version": snap.version, "generation": snap.generation, "panic": crate::observe::in_panic(&snap), "sites": sites});
-    if let Some(c) = s.operator.cluster() {
+    if let Some(c) = &s.cluster {
         out["cluster"] = c.summary();
     }
     Json(out).into_response()

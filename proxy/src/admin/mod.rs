@@ -1,4 +1,5 @@
-//! The admin listener: the JSON API of CONTRACT.md, `/metrics`, the status page, liveness
+//! The admin listener: the JSON API (the admin API contract; README and
+//! `docs/operations.md` describe it), `/metrics`, the status page, liveness
 //! and readiness. Writes need `Authorization: Bearer TOKEN` when a token is configured (the
 //! token is compared in constant time); every error is JSON that says what is wrong.
 
@@ -18,6 +19,7 @@ use sitesteer_probes::HealthHandle;
 use subtle::ConstantTimeEq;
 
 use crate::availability::Availability;
+use crate::cluster::Cluster;
 use crate::conns::Registry;
 use crate::events::EventLog;
 use crate::incidents::Incidents;
@@ -36,6 +38,8 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Operator actions.
     pub operator: Arc<Operator>,
+    /// The fleet membership, with `[cluster]`.
+    pub cluster: Option<Arc<Cluster>>,
     /// The events log.
     pub events: Arc<EventLog>,
     /// Open long-lived connections.

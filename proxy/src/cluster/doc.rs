@@ -3,12 +3,12 @@
 //! wrote it, and each instance's published view of the sites.
 //!
 //! A drill's injected fault stays local to the instance that runs the drill: it is stripped
-//! before a write and kept across every change adopted from the store.
+//! before a write and kept across every change adopted from the store (the operator's
+//! `fleet::shared` and `fleet::merge` say which part is shared).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sitesteer_config::MAX_WEIGHT;
 use sitesteer_probes::{Overrides, Snapshot};
 
 use crate::events::{EventKind, NewEvent};
@@ -93,30 +93,6 @@ impl StoredOverrides {
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
-}
-
-/// The part of `o` the fleet shares (everything but drill faults), with weights held to
-/// the range the admin API allows (the store may have been edited by hand).
-pub fn shared(o: &Overrides) -> Overrides {
-    let mut out = o.clone();
-    for site in out.sites.values_mut() {
-        site.fault = None;
-        site.weight = site.weight.map(|w| w.min(MAX_WEIGHT));
-    }
-    out.compact();
-    out
-}
-
-/// The fleet's `shared` overrides with this instance's drill faults from `local` kept.
-pub fn merge(shared_part: &Overrides, local: &Overrides) -> Overrides {
-    let mut out = shared(shared_part);
-    for (name, o) in &local.sites {
-        if let Some(fault) = o.fault {
-            out.entry(name).fault = Some(fault);
-        }
-    }
-    out.compact();
-    out
 }
 
 /// One site as an instance sees it.
@@ -210,31 +186,6 @@ impl InstanceView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sitesteer_probes::overrides::Fault;
-
-    #[test]
-    fn faults_stay_local_and_the_rest_is_shared() {
-        let mut local = Overrides::default();
-        local.entry("a").fault = Some(Fault::Blackhole);
-        local.entry("b").weight = Some(3);
-        let s = shared(&local);
-        assert!(s.get("a").is_none(), "a fault alone is not shared");
-        assert_eq!(s.get("b").and_then(|o| o.weight), Some(3));
-        let mut fleet = Overrides::default();
-        fleet.entry("a").drained = true;
-        let merged = merge(&fleet, &local);
-        let a = merged.get("a").cloned().unwrap_or_default();
-        assert!(a.drained && a.fault == Some(Fault::Blackhole));
-        assert!(
-            merged.get("b").is_none(),
-            "the fleet's value replaces b's local weight"
-        );
-        fleet.entry("c").weight = Some(u32::MAX);
-        assert_eq!(
-            shared(&fleet).get("c").and_then(|o| o.weight),
-            Some(MAX_WEIGHT)
-        );
-    }
 
     #[test]
     fn stored_documents_round_trip() {

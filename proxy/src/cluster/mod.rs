@@ -23,15 +23,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use serde_json::{json, Value};
 use sitesteer_config::Config;
 use sitesteer_probes::{HealthHandle, Overrides};
 
-pub use doc::{merge, shared, ChangeNote, InstanceView, SiteBrief, StoredOverrides};
+pub use doc::{ChangeNote, InstanceView, SiteBrief, StoredOverrides};
 pub use etcd::{Etcd, EtcdError, Kv, PutIf};
 
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::Metrics;
+use crate::operator::fleet::{merge, shared, Fetched, FleetStore, StoreError};
 use crate::operator::Operator;
 use crate::state_file::{PersistedState, StateFile};
 
@@ -44,34 +47,6 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a start waits for etcd before it serves from the local state file.
 pub const START_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// The overrides as stored, with where they are in etcd's history.
-#[derive(Clone, Debug)]
-pub struct Fetched {
-    /// The fleet's overrides.
-    pub overrides: Overrides,
-    /// The change that wrote them.
-    pub note: Option<ChangeNote>,
-    /// The key's `mod_revision` (0: it does not exist).
-    pub mod_revision: i64,
-    /// The store revision this was read at.
-    pub revision: i64,
-    /// This instance seeded the key from its state file.
-    pub seeded: bool,
-}
-
-/// Why a write through the cluster store was not made.
-#[derive(Debug)]
-pub enum StoreError {
-    /// etcd could not be reached: the change was not applied.
-    Unreachable(String),
-    /// etcd may have taken the change but did not confirm it.
-    Uncertain(String),
-    /// etcd refused it (or answered nonsense): the change was not applied.
-    Refused(String),
-    /// Another change came first; here is the fresh value to redo the change on.
-    Conflict(Fetched),
-}
 
 impl From<EtcdError> for StoreError {
     fn from(e: EtcdError) -> Self {
@@ -233,7 +208,7 @@ impl Cluster {
         let Some(kv) = kv else {
             return Ok(Fetched {
                 overrides: Overrides::default(),
-                note: None,
+                change: None,
                 mod_revision: 0,
                 revision,
                 seeded: false,
@@ -247,7 +222,7 @@ impl Cluster {
         })?;
         Ok(Fetched {
             overrides: shared(&stored.overrides),
-            note: stored.change,
+            change: self.foreign(stored.change),
             mod_revision: kv.mod_revision,
             revision: revision.max(kv.mod_revision),
             seeded: false,
@@ -271,7 +246,7 @@ impl Cluster {
                 tracing::info!(instance = %self.instance, key = %key, revision = rev, sites = stored.overrides.sites.len(), "seeded the cluster store");
                 Ok(Fetched {
                     overrides: stored.overrides,
-                    note: None,
+                    change: None,
                     mod_revision: rev,
                     revision: rev,
                     seeded: true,
@@ -281,17 +256,24 @@ impl Cluster {
         }
     }
 
-    /// Stores the fleet's overrides `next` if the key is still at `base`.
+    /// The event to record here for a change noted in the store: `None` when this instance
+    /// made it (it is recorded already).
+    pub fn foreign(&self, note: Option<ChangeNote>) -> Option<NewEvent> {
+        note.filter(|n| n.instance != self.instance)
+            .map(|n| n.event())
+    }
+
+    /// Stores the fleet's overrides `next` if the key is still at `base`, noting `change`.
     pub async fn store(
         &self,
         next: &Overrides,
         base: i64,
-        note: ChangeNote,
+        change: &NewEvent,
     ) -> Result<i64, StoreError> {
         let stored = StoredOverrides {
             version: doc::VERSION,
             overrides: shared(next),
-            change: Some(note),
+            change: Some(ChangeNote::of(change, &self.instance)),
         };
         let outcome = self
             .etcd
@@ -436,6 +418,31 @@ impl Cluster {
             "error": l.error,
             "revision": l.applied,
         })
+    }
+}
+
+/// The operator writes and adopts the fleet's overrides through the etcd cluster.
+#[async_trait]
+impl FleetStore for Cluster {
+    fn is_connected(&self) -> bool {
+        Cluster::is_connected(self)
+    }
+
+    fn revisions(&self) -> (i64, i64) {
+        Cluster::revisions(self)
+    }
+
+    fn set_revisions(&self, applied: i64, base: i64) {
+        Cluster::set_revisions(self, applied, base)
+    }
+
+    async fn store(
+        &self,
+        next: &Overrides,
+        base: i64,
+        change: &NewEvent,
+    ) -> Result<i64, StoreError> {
+        Cluster::store(self, next, base, change).await
     }
 }
 

@@ -11,8 +11,9 @@ use std::time::Duration;
 use sitesteer_probes::{HealthHandle, Overrides};
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::{Cluster, EtcdError, Fetched, InstanceView, StoredOverrides};
+use super::{Cluster, EtcdError, InstanceView, StoredOverrides};
 use crate::events::{EventKind, NewEvent};
+use crate::operator::fleet::Fetched;
 use crate::operator::Operator;
 
 /// First wait before a new session after a failure.
@@ -124,10 +125,10 @@ async fn session(
                 }
                 for event in batch.events.into_iter().filter(|e| e.kv.key == key) {
                     let fetched = if event.deleted {
-                        Fetched { overrides: Overrides::default(), note: None, mod_revision: 0, revision: event.kv.mod_revision, seeded: false }
+                        Fetched { overrides: Overrides::default(), change: None, mod_revision: 0, revision: event.kv.mod_revision, seeded: false }
                     } else {
                         match StoredOverrides::decode(&event.kv.value) {
-                            Ok(stored) => Fetched { overrides: stored.overrides, note: stored.change, mod_revision: event.kv.mod_revision, revision: event.kv.mod_revision, seeded: false },
+                            Ok(stored) => Fetched { overrides: stored.overrides, change: c.foreign(stored.change), mod_revision: event.kv.mod_revision, revision: event.kv.mod_revision, seeded: false },
                             Err(e) => {
                                 tracing::warn!(key = %key, revision = event.kv.mod_revision, error = %e, "ignored an overrides value that is not understood");
                                 c.events.push(NewEvent::new(EventKind::System, "cluster", format!("ignored the fleet's overrides at revision {}: not understood ({e})", event.kv.mod_revision)));
