@@ -110,10 +110,15 @@ pub struct Incidents {
 }
 
 impl Incidents {
-    /// A recorder starting from `restored` incidents; `persist` receives the list after
-    /// every change (the caller writes it to the state file).
-    pub fn new(restored: Vec<Incident>, persist: mpsc::Sender<Vec<Incident>>) -> Arc<Self> {
-        let next_id = restored.iter().map(|i| i.id).max().unwrap_or(0) + 1;
+    /// A recorder starting from `restored` incidents, numbering new ones after `max_id`
+    /// (the highest id saved, including entries that could not be read); `persist` receives
+    /// the list after every change (the caller writes it to the state file).
+    pub fn new(
+        restored: Vec<Incident>,
+        max_id: u64,
+        persist: mpsc::Sender<Vec<Incident>>,
+    ) -> Arc<Self> {
+        let next_id = restored.iter().map(|i| i.id).fold(max_id, u64::max) + 1;
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 list: restored.into_iter().collect(),
@@ -382,7 +387,7 @@ mod tests {
     #[test]
     fn an_incident_runs_from_first_failure_to_traffic_restored() {
         let (tx, mut rx) = mpsc::channel(16);
-        let incidents = Incidents::new(Vec::new(), tx);
+        let incidents = Incidents::new(Vec::new(), 0, tx);
         incidents.observe("a", false, true);
         std::thread::sleep(Duration::from_millis(5));
         let id = incidents

@@ -1,15 +1,21 @@
-//! The durable operator state: overrides (and, later, incidents) written atomically to
-//! `state_file` before the admin API answers, and read back at start, so that a restart or
-//! `kill -9` loses nothing.
+//! The durable operator state: overrides and incidents, written atomically to `state_file`
+//! before the admin API answers, and read back at start, so that a restart or `kill -9`
+//! loses nothing.
 //!
 //! A write goes to a temporary file beside the target, is fsynced, renamed over the target,
 //! and the folder is fsynced, so the file is always either the old or the new state.
+//!
+//! Incidents are typed; one that this version cannot read (written by another version, or
+//! edited by hand) does not stop the start and is not dropped: it is kept as it was written,
+//! after the incidents read, in every later save ([`SavedIncidents`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sitesteer_probes::Overrides;
+
+use crate::incidents::Incident;
 
 /// Format version written to the file.
 pub const VERSION: u32 = 1;
@@ -23,7 +29,69 @@ pub struct PersistedState {
     /// Operator overrides by site.
     pub overrides: Overrides,
     /// Measured failovers, newest first (kept bounded by their owner).
-    pub incidents: Vec<serde_json::Value>,
+    pub incidents: SavedIncidents,
+}
+
+/// The `incidents` of the state file: a JSON array of incidents, newest first, followed by
+/// those that could not be read when the file was loaded.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SavedIncidents {
+    /// The incidents read, newest first.
+    pub read: Vec<Incident>,
+    /// Saved incidents that could not be read, kept as they were written.
+    pub unreadable: Vec<Unreadable>,
+}
+
+/// A saved incident that could not be read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unreadable {
+    /// The entry as it was written.
+    pub value: serde_json::Value,
+    /// Why it could not be read.
+    pub error: String,
+}
+
+impl SavedIncidents {
+    /// The highest incident id in the file, unreadable entries included (so that a new
+    /// incident never takes the id of one kept unread).
+    pub fn max_id(&self) -> u64 {
+        let read = self.read.iter().map(|i| i.id);
+        let unread = self
+            .unreadable
+            .iter()
+            .filter_map(|u| u.value["id"].as_u64());
+        read.chain(unread).max().unwrap_or(0)
+    }
+}
+
+impl Serialize for SavedIncidents {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.read.len() + self.unreadable.len()))?;
+        for incident in &self.read {
+            seq.serialize_element(incident)?;
+        }
+        for entry in &self.unreadable {
+            seq.serialize_element(&entry.value)?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for SavedIncidents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut saved = Self::default();
+        for value in Vec::<serde_json::Value>::deserialize(deserializer)? {
+            match Incident::deserialize(&value) {
+                Ok(incident) => saved.read.push(incident),
+                Err(e) => saved.unreadable.push(Unreadable {
+                    value,
+                    error: e.to_string(),
+                }),
+            }
+        }
+        Ok(saved)
+    }
 }
 
 /// Why the state file could not be read or written.
@@ -140,6 +208,39 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         std::fs::write(file.path(), b"{not json").unwrap();
         assert!(matches!(file.load(), Err(StateError::Corrupt { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn an_unreadable_incident_is_kept_through_a_save() {
+        let dir = std::env::temp_dir().join(format!("sitesteer-state-inc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let file = StateFile::new(dir.join("state.json"));
+        let good = serde_json::json!({
+            "id": 3, "site": "a", "cause": "manual", "open": false, "started_ms": 0,
+            "started": "1970-01-01T00:00:00.000Z", "detection_ms": 1, "shift_ms": 1,
+            "failed_requests": 0, "retried_requests": 0, "objectives": [], "met": true,
+            "timeline": []
+        });
+        let odd = serde_json::json!({"id": 9, "site": "b", "shift_ms": "soon"});
+        let text = serde_json::json!({"version": 1, "incidents": [good, odd]});
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(file.path(), text.to_string()).unwrap();
+        let mut state = file
+            .load()
+            .expect("an unreadable incident does not stop the load");
+        assert_eq!(state.incidents.read.len(), 1);
+        assert_eq!(state.incidents.unreadable.len(), 1);
+        assert_eq!(state.incidents.unreadable[0].value, odd);
+        assert!(!state.incidents.unreadable[0].error.is_empty());
+        assert_eq!(state.incidents.max_id(), 9);
+        state.incidents.read.clear();
+        file.save(&state).unwrap();
+        let again = file.load().unwrap();
+        assert_eq!(
+            again.incidents.unreadable[0].value, odd,
+            "kept, not dropped"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -19,6 +19,7 @@ use sitesteer_probes::{HealthHandle, Overrides, SiteView};
 use tokio::sync::Mutex;
 
 use crate::events::{EventKind, EventLog, NewEvent};
+use crate::incidents::Incident;
 use crate::metrics::Metrics;
 use crate::state_file::{PersistedState, StateError, StateFile};
 use commit::{Apply, Change, OnWriteError};
@@ -117,10 +118,11 @@ impl Operator {
     }
 
     /// Persists the incidents list (called by the incident recorder after each change).
-    pub async fn save_incidents(&self, incidents: Vec<serde_json::Value>) -> Result<(), OpError> {
+    /// Saved incidents this version could not read stay in the file as they were.
+    pub async fn save_incidents(&self, incidents: Vec<Incident>) -> Result<(), OpError> {
         let mut persisted = self.persisted.lock().await;
         let mut next = persisted.clone();
-        next.incidents = incidents;
+        next.incidents.read = incidents;
         let change = Change::of(next, OnWriteError::Refuse, Apply::Nothing);
         self.commit(&mut persisted, change).await.map(drop)
     }

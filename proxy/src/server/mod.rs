@@ -1,0 +1,221 @@
+//! Assembles a running sitesteer: the control runtime (health owner, probes, admin API,
+//! operator state, events; `control`) and the pingora server (the data planes; `planes`),
+//! from one validated Config. [`run_with`] reads as the list of parts, in start order.
+
+mod control;
+mod planes;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use sitesteer_config::Config;
+use sitesteer_probes::HealthHandle;
+use tokio::runtime::Runtime;
+
+use crate::availability::Availability;
+use crate::cluster::Cluster;
+use crate::conns::Registry;
+use crate::events::EventLog;
+use crate::incidents::Incidents;
+use crate::metrics::Metrics;
+use crate::session::SessionCodec;
+use crate::state_file::{PersistedState, StateError, StateFile};
+use crate::tls::Tls;
+use control::{
+    persist_incidents, start_admin, start_background, start_dns, start_health, start_operator,
+};
+use planes::data_planes;
+
+/// Why sitesteer could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not bind.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Which listener.
+        what: &'static str,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file sitesteer needs could not be read or created.
+    #[error("cannot use {what} {path}: {source}")]
+    File {
+        /// Which file.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The admin token file is empty.
+    #[error("the admin token file {0} is empty")]
+    EmptyToken(PathBuf),
+    /// The state file is unreadable or corrupt.
+    #[error("{0}; fix or move it away (sitesteer never starts without the operator state it promised to keep)")]
+    State(#[from] StateError),
+    /// The DNS zone or its GeoIP database could not be loaded.
+    #[error("cannot serve DNS: {0}")]
+    Dns(String),
+    /// `[cluster]` could not be set up (TLS or password files).
+    #[error("cannot join the cluster: {0}")]
+    Cluster(String),
+    /// The control runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+    /// A TLS file named by the config is missing or wrong.
+    #[error("cannot use the TLS files: {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Tls(Vec<sitesteer_config::ConfigError>),
+}
+
+fn check_bind(addr: SocketAddr, what: &'static str) -> Result<(), RunError> {
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|source| RunError::Bind { addr, what, source })
+}
+
+fn read_token(config: &Config) -> Result<Option<Arc<str>>, RunError> {
+    let Some(path) = &config.admin.token_file else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| RunError::File {
+        what: "the admin token file",
+        path: path.clone(),
+        source,
+    })?;
+    let token = text.trim();
+    if token.is_empty() {
+        return Err(RunError::EmptyToken(path.clone()));
+    }
+    Ok(Some(Arc::from(token)))
+}
+
+/// Where the running config came from, for reloads.
+pub struct Origin {
+    /// The config file; `None` for the demo's built-in config.
+    pub path: Option<PathBuf>,
+}
+
+/// How [`run_with`] starts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Take the listening sockets over from a running sitesteer with the same config
+    /// (`sitesteer run --upgrade`; the old process hands them over on `SIGQUIT`).
+    pub upgrade: bool,
+}
+
+/// Starts everything and serves until a signal stops the process. `on_control` runs first on
+/// the control runtime (the demo starts its sites there).
+pub fn run<F, Fut>(config: Config, origin: Origin, on_control: F) -> Result<(), RunError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), RunError>>,
+{
+    run_with(config, origin, RunOptions::default(), on_control)
+}
+
+/// [`run`] with options (see `restart` for upgrades and draining). Each part starts in
+/// turn: files and keys, the control runtime, health, the operator (and the cluster), the
+/// admin listener, DNS, the background tasks, the data planes; then signals are watched and
+/// pingora serves until the process stops.
+pub fn run_with<F, Fut>(
+    config: Config,
+    origin: Origin,
+    options: RunOptions,
+    on_control: F,
+) -> Result<(), RunError>
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<(), RunError>>,
+{
+    let (files, mut persisted) = Files::open(&config, options.upgrade)?;
+    let control = control_runtime()?;
+    control.block_on(on_control())?;
+    let config = Arc::new(config);
+    let (parts, persist_rx) = start_health(&control, &config, &files.state_file, &mut persisted)?;
+    let operator = start_operator(&control, &parts, &files, persisted, origin);
+    control.spawn(persist_incidents(operator.clone(), persist_rx));
+    let admin_stop = start_admin(&control, &parts, &operator, files.token.clone(), options)?;
+    start_dns(&control, &parts, options)?;
+    start_background(&control, &parts, &operator, files.token.clone());
+    let server = data_planes(&parts, files, options);
+    control.spawn(crate::restart::watch_shutdown(
+        server.watch_execution_phase(),
+        admin_stop,
+        config.proxy.drain_timeout,
+    ));
+    keep_alive(control);
+    server.run_forever();
+}
+
+/// What sitesteer reads before anything runs: the TLS files, the admin token, the session
+/// key and the state file. The listeners are checked free (an upgrade inherits them).
+struct Files {
+    tls: Arc<Tls>,
+    token: Option<Arc<str>>,
+    codec: SessionCodec,
+    state_file: StateFile,
+}
+
+impl Files {
+    /// Reads them all; also the operator state from the state file.
+    fn open(config: &Config, upgrade: bool) -> Result<(Self, PersistedState), RunError> {
+        // An upgrade inherits the listening sockets, which the old process still holds.
+        for (addr, what) in [
+            (config.listen.http, "listen.http"),
+            (config.listen.tcp, "listen.tcp"),
+        ] {
+            if let (Some(addr), false) = (addr, upgrade) {
+                check_bind(addr, what)?;
+            }
+        }
+        let tls = Arc::new(Tls::new(config).map_err(RunError::Tls)?);
+        let token = read_token(config)?;
+        let key_file = &config.proxy.session_key_file;
+        let codec = SessionCodec::load_or_create(key_file).map_err(|source| RunError::File {
+            what: "the session key file",
+            path: key_file.clone(),
+            source,
+        })?;
+        let state_file = StateFile::new(&config.state_file);
+        let persisted = state_file.load()?;
+        let files = Self {
+            tls,
+            token,
+            codec,
+            state_file,
+        };
+        Ok((files, persisted))
+    }
+}
+
+/// The runtime of the control plane (health owner, probes, admin, operator): one thread,
+/// apart from pingora's data-plane threads.
+fn control_runtime() -> Result<Runtime, RunError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sitesteer-control")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)
+}
+
+/// The handles the parts of a running sitesteer share.
+struct Parts {
+    config: Arc<Config>,
+    health: HealthHandle,
+    metrics: Arc<Metrics>,
+    events: Arc<EventLog>,
+    availability: Arc<Availability>,
+    incidents: Arc<Incidents>,
+    registry: Arc<Registry>,
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// The control runtime lives as long as the process.
+fn keep_alive(runtime: Runtime) {
+    std::mem::forget(runtime);
+}
