@@ -15,6 +15,7 @@ mod drill;
 mod failover;
 mod hostile;
 mod netns;
+mod ops;
 mod probes;
 mod restart;
 mod tls;
