@@ -80,7 +80,7 @@ fn world() -> &'static World {
             .build()
             .expect("runtime");
         let health = runtime
-            .block_on(async { sitesteer_probes::start(Arc::new(config), Default::default()) });
+            .block_on(async { sitesteer_probes::start(Arc::new(config), Default::default(), Default::default()) });
         let shared = Arc::new(Shared::new(health).expect("zone"));
         let handler = DnsHandler::new(shared, Arc::new(Metrics::new()));
         World { runtime, handler }

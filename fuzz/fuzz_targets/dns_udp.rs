@@ -78,7 +78,7 @@ fn world() -> &'static World {
             .build()
             .expect("runtime");
         let health = runtime
-            .block_on(async { sitesteer_probes::start(Arc::new(config), Default::default()) });
+            .block_on(async { sitesteer_probes::start(Arc::new(config), Default::default(), Default::default()) });
         let shared = Arc::new(Shared::new(health).expect("zone"));
         let responder = Mutex::new(Responder::new(Arc::new(Metrics::new())));
         World {

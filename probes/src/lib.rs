@@ -17,7 +17,7 @@ pub mod window;
 
 pub use observation::{Failure, Observation, PassiveReporter, SiteId, Source};
 pub use overrides::{Overrides, SiteOverride};
-pub use owner::{start, start_observed, HealthHandle, Observer, OwnerGone};
+pub use owner::{start, HealthHandle, Hooks, Observer, OnPublish, OwnerGone};
 pub use snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 pub use state::Health;
 pub use table::{score, HealthTable, StateChange};

@@ -6,6 +6,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::snapshot::Snapshot;
+
 /// Index of a site in the running config's `sites` (and in every Snapshot of it).
 pub type SiteId = usize;
 
@@ -63,32 +65,80 @@ pub struct Observation {
     pub detail: Option<String>,
 }
 
-/// The sending side used by the data plane: never blocks, drops (and counts) when full.
+impl Observation {
+    /// What probe `probe` (its index in `Config::probes`) saw of `site` just now.
+    pub fn probe(
+        site: SiteId,
+        generation: u64,
+        probe: usize,
+        outcome: Result<Duration, Failure>,
+        detail: Option<String>,
+    ) -> Self {
+        Self {
+            site,
+            generation,
+            source: Source::Probe(probe),
+            outcome,
+            at: Instant::now(),
+            detail,
+        }
+    }
+
+    /// What real traffic saw of `site` at `at`.
+    pub fn passive(
+        site: SiteId,
+        generation: u64,
+        outcome: Result<Duration, Failure>,
+        at: Instant,
+    ) -> Self {
+        Self {
+            site,
+            generation,
+            source: Source::Passive,
+            outcome,
+            at,
+            detail: None,
+        }
+    }
+}
+
+/// The sending side used by the data plane. It never blocks and loses nothing: a success is
+/// counted in the Snapshot's [`PassiveCounts`](crate::PassiveCounts) (one relaxed add), a failure is sent at once
+/// so that it acts at once, and counted there too when the channel is full; the owner folds
+/// the counts on its next tick.
 #[derive(Clone, Debug)]
 pub struct PassiveReporter {
     tx: mpsc::Sender<Observation>,
-    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    overflowed: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl PassiveReporter {
     /// Wraps the observation channel.
-    pub fn new(tx: mpsc::Sender<Observation>) -> Self {
+    pub(crate) fn new(tx: mpsc::Sender<Observation>) -> Self {
         Self {
             tx,
-            dropped: Default::default(),
+            overflowed: Default::default(),
         }
     }
 
-    /// Reports without waiting; a full channel drops the observation.
-    pub fn report(&self, obs: Observation) {
+    /// Real traffic to `site` of `snap` succeeded.
+    pub fn success(&self, snap: &Snapshot, site: SiteId) {
+        snap.passive.success(site);
+    }
+
+    /// Real traffic to `site` of `snap` failed with `failure`.
+    pub fn failure(&self, snap: &Snapshot, site: SiteId, failure: Failure) {
+        let obs = Observation::passive(site, snap.generation, Err(failure), Instant::now());
         if self.tx.try_send(obs).is_err() {
-            self.dropped
+            snap.passive.failure(site, failure);
+            self.overflowed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 
-    /// Observations dropped because the channel was full.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    /// Failures that found the channel full and were counted instead (folded on the owner's
+    /// next tick, so none is lost).
+    pub fn overflowed(&self) -> u64 {
+        self.overflowed.load(std::sync::atomic::Ordering::Relaxed)
     }
 }

@@ -88,20 +88,30 @@ impl HealthHandle {
 /// and availability records). Must be cheap: it runs on the owner's task.
 pub type Observer = Arc<dyn Fn(&Observation, &str) + Send + Sync>;
 
-/// Starts the owner and the probes on the current tokio runtime.
-pub fn start(config: Arc<Config>, overrides: Overrides) -> HealthHandle {
-    start_observed(config, overrides, None)
+/// Called by the owner with every Snapshot it publishes, right after publishing it (and with
+/// the first one before [`start`] returns): where the data planes derive what they steer by
+/// (the decision index) once per Snapshot instead of once per reader. Must be cheap: it runs
+/// on the owner's task.
+pub type OnPublish = Arc<dyn Fn(&Arc<Snapshot>) + Send + Sync>;
+
+/// What the owner calls besides folding and publishing.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Sees every folded observation.
+    pub observer: Option<Observer>,
+    /// Sees every published Snapshot.
+    pub on_publish: Option<OnPublish>,
 }
 
-/// [`start`], with an observer of every folded observation.
-pub fn start_observed(
-    config: Arc<Config>,
-    overrides: Overrides,
-    observer: Option<Observer>,
-) -> HealthHandle {
+/// Starts the owner and the probes on the current tokio runtime.
+pub fn start(config: Arc<Config>, overrides: Overrides, hooks: Hooks) -> HealthHandle {
     let now = Instant::now();
     let mut table = HealthTable::new(config, overrides, now);
-    let snapshot = Arc::new(ArcSwap::from_pointee(table.snapshot(now)));
+    let first = Arc::new(table.snapshot(now));
+    if let Some(on_publish) = &hooks.on_publish {
+        on_publish(&first);
+    }
+    let snapshot = Arc::new(ArcSwap::new(first));
     let (obs_tx, obs_rx) = mpsc::channel(OBSERVATION_CAPACITY);
     let (cmd_tx, cmd_rx) = mpsc::channel(16);
     let (changes, _) = broadcast::channel(1024);
@@ -119,7 +129,7 @@ pub fn start_observed(
         generation_rx.clone(),
     );
     let owner = Owner {
-        observer,
+        hooks,
         table,
         snapshot,
         changes,
@@ -132,7 +142,7 @@ pub fn start_observed(
 }
 
 struct Owner {
-    observer: Option<Observer>,
+    hooks: Hooks,
     table: HealthTable,
     snapshot: Arc<ArcSwap<Snapshot>>,
     changes: broadcast::Sender<StateChange>,
@@ -202,33 +212,32 @@ impl Owner {
         }
     }
 
-    /// Folds the data plane's success counts (see [`crate::PassiveCounts`]) as passive
-    /// successes now. Returns (whether any were counted, whether a published state changed).
+    /// Folds the data plane's counts (see [`crate::PassiveCounts`]) as passive outcomes now.
+    /// Returns (whether any were counted, whether a published state changed).
     fn fold_passive(&mut self, now: Instant) -> (bool, bool) {
         let counts = self.table.passive().clone();
         let generation = self.table.generation();
         let (mut counted, mut changed) = (false, false);
         for site in 0..counts.len() {
+            for (failure, n) in counts.take_failures(site) {
+                counted = true;
+                let obs = Observation::passive(site, generation, Err(failure), now);
+                self.observe(&obs);
+                changed |= self.table.fold_passive_failures(site, failure, n, now);
+            }
             let n = counts.take(site);
             if n == 0 {
                 continue;
             }
             counted = true;
-            if let Some(observer) = &self.observer {
-                if let Some(s) = self.table.config().sites.get(site) {
-                    // One call stands for the batch: observers of passive successes only
-                    // care that the site served.
-                    let obs = Observation {
-                        site,
-                        generation,
-                        source: Source::Passive,
-                        outcome: Ok(Duration::ZERO),
-                        at: now,
-                        detail: None,
-                    };
-                    observer(&obs, &s.name);
-                }
-            }
+            // One call stands for the batch: observers of passive outcomes only care whether
+            // the site served.
+            self.observe(&Observation::passive(
+                site,
+                generation,
+                Ok(Duration::ZERO),
+                now,
+            ));
             changed |= self.table.fold_passive_ok(site, n, now);
         }
         (counted, changed)
@@ -240,19 +249,28 @@ impl Owner {
         if obs.source == Source::Passive {
             changed = self.fold_passive(obs.at).1;
         }
-        if let Some(observer) = &self.observer {
-            if obs.generation == self.table.generation() {
-                if let Some(site) = self.table.config().sites.get(obs.site) {
-                    observer(obs, &site.name);
-                }
-            }
-        }
+        self.observe(obs);
         self.table.fold(obs) | changed
     }
 
+    /// Shows `obs` to the observer, with its site's name, when it is of this generation.
+    fn observe(&self, obs: &Observation) {
+        let Some(observer) = &self.hooks.observer else {
+            return;
+        };
+        if obs.generation == self.table.generation() {
+            if let Some(site) = self.table.config().sites.get(obs.site) {
+                observer(obs, &site.name);
+            }
+        }
+    }
+
     fn publish(&mut self) {
-        let snapshot = self.table.snapshot(Instant::now());
-        self.snapshot.store(Arc::new(snapshot));
+        let snapshot = Arc::new(self.table.snapshot(Instant::now()));
+        self.snapshot.store(snapshot.clone());
+        if let Some(on_publish) = &self.hooks.on_publish {
+            on_publish(&snapshot);
+        }
         for change in self.table.take_changes() {
             tracing::info!(site = %change.site, from = change.from.as_str(), to = change.to.as_str(), reason = %change.reason, "site state changed");
             let _ = self.changes.send(change);

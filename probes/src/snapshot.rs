@@ -1,12 +1,13 @@
 //! The published, immutable view of every site that the data planes steer by.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use serde::Serialize;
 use sitesteer_config::{Config, Endpoints};
 
+use crate::observation::Failure;
 use crate::state::Health;
 
 /// What steering may do with a site, from health and operator overrides together.
@@ -114,15 +115,44 @@ pub struct Snapshot {
     pub passive: Arc<PassiveCounts>,
 }
 
-/// Successful proxied requests per site, counted by the data plane with one relaxed atomic
-/// add each instead of one message each. A message per request woke the health owner's
+impl Snapshot {
+    /// Whether this Snapshot is in **panic mode**: no site is up or degraded with weight, so
+    /// steering spreads traffic over every site not in maintenance (a health signal that
+    /// condemns every site is more likely wrong than the sites). The one definition of panic
+    /// mode: the steering decision, the `sitesteer_panic_mode` gauge, the events and the
+    /// admin API all read it here.
+    pub fn in_panic(&self) -> bool {
+        !self.sites.iter().any(|s| {
+            matches!(s.state, SiteState::Up | SiteState::Degraded) && s.effective_weight > 0
+        })
+    }
+}
+
+/// Passive outcomes per site, counted by the data plane with one relaxed atomic add each
+/// instead of one message each. A message per successful request woke the health owner's
 /// thread once per request; the owner instead folds these counts on every tick
-/// (`PUBLISH_EVERY`) and before every passive failure, as passive successes at that moment.
-/// Failures still travel as [`crate::Observation`]s at once. One per config generation,
-/// indexed by site id.
+/// (`PUBLISH_EVERY`) and before every passive failure, as passive outcomes at that moment.
+/// Failures travel as [`crate::Observation`]s at once, and are counted here only when the
+/// channel is full, so that none is lost. One per config generation, indexed by site id.
 #[derive(Debug, Default)]
 pub struct PassiveCounts {
     ok: Box<[AtomicU64]>,
+    failed: Box<[[AtomicU64; FAILURE_KINDS]]>,
+    /// The last HTTP status counted in the `Status` bucket of each site.
+    status: Box<[AtomicU32]>,
+}
+
+/// Buckets of [`PassiveCounts::failure`]: connect, timeout, reset, status, bad answer.
+const FAILURE_KINDS: usize = 5;
+
+fn bucket(failure: Failure) -> usize {
+    match failure {
+        Failure::Connect => 0,
+        Failure::Timeout => 1,
+        Failure::Reset => 2,
+        Failure::Status(_) => 3,
+        Failure::BadAnswer => 4,
+    }
 }
 
 impl PassiveCounts {
@@ -130,6 +160,8 @@ impl PassiveCounts {
     pub fn new(sites: usize) -> Self {
         Self {
             ok: (0..sites).map(|_| AtomicU64::new(0)).collect(),
+            failed: (0..sites).map(|_| Default::default()).collect(),
+            status: (0..sites).map(|_| AtomicU32::new(0)).collect(),
         }
     }
 
@@ -140,11 +172,45 @@ impl PassiveCounts {
         }
     }
 
+    /// Counts one failed request to `site` (ids out of range are ignored).
+    pub fn failure(&self, site: usize, failure: Failure) {
+        let Some(buckets) = self.failed.get(site) else {
+            return;
+        };
+        if let (Failure::Status(code), Some(last)) = (failure, self.status.get(site)) {
+            last.store(u32::from(code), Ordering::Relaxed);
+        }
+        buckets[bucket(failure)].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The successes of `site` counted since the last call.
     pub fn take(&self, site: usize) -> u64 {
         self.ok
             .get(site)
             .map_or(0, |c| c.swap(0, Ordering::Relaxed))
+    }
+
+    /// The failures of `site` counted since the last call, by kind (a `Status` failure
+    /// carries the last status counted).
+    pub fn take_failures(&self, site: usize) -> impl Iterator<Item = (Failure, u64)> + '_ {
+        let status = self
+            .status
+            .get(site)
+            .map_or(0, |s| s.load(Ordering::Relaxed));
+        let status = u16::try_from(status).unwrap_or(500);
+        let kinds = [
+            Failure::Connect,
+            Failure::Timeout,
+            Failure::Reset,
+            Failure::Status(status),
+            Failure::BadAnswer,
+        ];
+        self.failed.get(site).into_iter().flat_map(move |buckets| {
+            kinds.into_iter().filter_map(|kind| {
+                let n = buckets[bucket(kind)].swap(0, Ordering::Relaxed);
+                (n > 0).then_some((kind, n))
+            })
+        })
     }
 
     /// How many sites are counted.

@@ -2,12 +2,12 @@
 //! one owner, and turned into Snapshots. Synchronous and clock-free: callers pass `now`.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use sitesteer_config::{Config, Site};
 use tokio::time::Instant;
 
-use crate::observation::{Observation, Source};
+use crate::observation::{Failure, Observation, Source};
 use crate::overrides::Overrides;
 use crate::snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 use crate::state::{Health, SiteHealth, Stats, Thresholds};
@@ -150,14 +150,14 @@ impl HealthTable {
         self.thresholds = thresholds(&self.config);
         self.passive = Arc::new(PassiveCounts::new(self.config.sites.len()));
         self.generation += 1;
-        self.republish_states(now);
+        self.tick(now);
         self.generation
     }
 
     /// Replaces the operator overrides; returns whether a published state changed.
     pub fn set_overrides(&mut self, overrides: Overrides, now: Instant) -> bool {
         self.overrides = overrides;
-        self.republish_states(now)
+        self.tick(now)
     }
 
     /// Folds one observation; returns whether a published state changed. A probe of a site
@@ -174,7 +174,7 @@ impl HealthTable {
             .and_then(|o| o.fault);
         if let (Some(fault), Source::Probe(_)) = (faulted, obs.source) {
             let mut failed = obs.clone();
-            failed.outcome = Err(crate::observation::Failure::Connect);
+            failed.outcome = Err(Failure::Connect);
             failed.detail = Some(format!("drill fault {fault:?}"));
             return self.fold_unfaulted(&failed);
         }
@@ -194,6 +194,29 @@ impl HealthTable {
         for _ in 0..count {
             entry.window.record(at, false, true);
         }
+        self.evaluate(site, at)
+    }
+
+    /// Folds `count` failed proxied requests to `site` that the data plane counted instead of
+    /// sending (its channel was full): the same as folding `count` passive failures at `at`,
+    /// evaluated once. Returns whether a published state changed.
+    pub fn fold_passive_failures(
+        &mut self,
+        site: usize,
+        failure: Failure,
+        count: u64,
+        at: Instant,
+    ) -> bool {
+        let Some(entry) = self.entries.get_mut(site) else {
+            return false;
+        };
+        if count == 0 {
+            return false;
+        }
+        for _ in 0..count {
+            entry.window.record(at, false, false);
+        }
+        entry.health.passive_failure(failure, at);
         self.evaluate(site, at)
     }
 
@@ -247,14 +270,6 @@ impl HealthTable {
         self.publish_state(i)
     }
 
-    fn republish_states(&mut self, now: Instant) -> bool {
-        let mut changed = false;
-        for i in 0..self.entries.len() {
-            changed |= self.evaluate(i, now);
-        }
-        changed
-    }
-
     /// The state of site `i` after overrides.
     fn state_of(&self, i: usize) -> SiteState {
         let name = &self.config.sites[i].name;
@@ -305,14 +320,6 @@ impl HealthTable {
     /// State changes since the last call, oldest first.
     pub fn take_changes(&mut self) -> Vec<StateChange> {
         std::mem::take(&mut self.changes)
-    }
-
-    /// Recent probe latencies of site `i` in ms, oldest first.
-    pub fn recent_latencies(&self, i: usize, n: usize) -> Vec<f64> {
-        self.entries
-            .get(i)
-            .map(|e| e.latency.recent(n))
-            .unwrap_or_default()
     }
 
     /// Builds the next Snapshot.
@@ -381,20 +388,10 @@ pub fn score(error_rate: f64, latency_ewma_ms: f64, reference_ms: f64) -> f64 {
     ((1.0 - error_rate) * latency_factor).clamp(0.0, 1.0)
 }
 
-/// The longest any probe of `config` waits between rounds (used by callers to bound waits).
-pub fn longest_interval(config: &Config) -> Duration {
-    config
-        .probes
-        .iter()
-        .map(|p| p.interval + p.jitter)
-        .max()
-        .unwrap_or(Duration::from_millis(100))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::observation::Failure;
+    use std::time::Duration;
 
     fn table() -> HealthTable {
         let text = "[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n\
@@ -407,15 +404,12 @@ mod tests {
     async fn counted_successes_fold_like_passive_observations() {
         let mut t = table();
         let now = Instant::now();
-        let fail = Observation {
-            site: 1,
-            generation: t.generation(),
-            source: Source::Passive,
-            outcome: Err(Failure::Status(500)),
-            at: now,
-            detail: None,
-        };
-        t.fold(&fail);
+        t.fold(&Observation::passive(
+            1,
+            t.generation(),
+            Err(Failure::Status(500)),
+            now,
+        ));
         // The data plane counts successes; the owner folds them.
         let snap = t.snapshot(now);
         for _ in 0..3 {
@@ -438,16 +432,38 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn counted_failures_fold_like_passive_failures() {
+        let mut t = table();
+        let now = Instant::now();
+        let snap = t.snapshot(now);
+        // The channel was full: the data plane counted these instead of sending them.
+        snap.passive.failure(0, Failure::Connect);
+        snap.passive.failure(0, Failure::Status(503));
+        snap.passive.failure(0, Failure::Status(502));
+        snap.passive.failure(7, Failure::Reset); // out of range: ignored
+        let counted: Vec<_> = t.passive().take_failures(0).collect();
+        assert_eq!(
+            counted,
+            vec![(Failure::Connect, 1), (Failure::Status(502), 2)]
+        );
+        assert_eq!(t.passive().take_failures(0).count(), 0);
+        for (failure, n) in counted {
+            t.fold_passive_failures(0, failure, n, now);
+        }
+        let snap = t.snapshot(now);
+        assert!((snap.sites[0].error_rate - 1.0).abs() < 1e-9);
+        // A passive connect failure makes the site suspect at once, as a sent one does.
+        assert_eq!(snap.sites[0].state, SiteState::Degraded);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_published_p99_follows_new_probe_samples() {
         let mut t = table();
         let now = Instant::now();
-        let probe = |ms: u64| Observation {
-            site: 0,
-            generation: 1,
-            source: Source::Probe(0),
-            outcome: Ok(Duration::from_millis(ms)),
-            at: now,
-            detail: None,
+        let probe = |ms: u64| {
+            let mut obs = Observation::probe(0, 1, 0, Ok(Duration::from_millis(ms)), None);
+            obs.at = now;
+            obs
         };
         t.fold(&probe(10));
         assert_eq!(t.snapshot(now).sites[0].latency_p99_ms, 10.0);

@@ -195,7 +195,7 @@ pub async fn sweep(registry: Arc<Registry>, health: HealthHandle) {
         let now = SystemTime::now();
         // In panic mode steering sends new connections to down sites; closing them there
         // would only make every client reconnect in a loop.
-        let panic = crate::observe::in_panic(&snap);
+        let panic = snap.in_panic();
         for site in &snap.sites {
             let wait = match site.state {
                 SiteState::Down if panic => continue,

@@ -27,7 +27,7 @@ pub struct Metrics {
     pub unroutable: IntCounter,
     /// Decisions taken in panic mode.
     pub panic_decisions: IntCounter,
-    /// 1 while the last decision was in panic mode.
+    /// 1 while the published Snapshot is in panic mode (written by the publish hook only).
     pub panic_mode: IntGauge,
     /// Upstream latency of proxied requests, by site.
     pub upstream_latency: HistogramVec,
@@ -39,7 +39,7 @@ pub struct Metrics {
     pub probe_latency: HistogramVec,
     /// Failed probes by site and reason.
     pub probe_failures: IntCounterVec,
-    /// Passive observations dropped because the channel was full.
+    /// Passive failures that found the observation channel full and were counted instead.
     pub observations_dropped: IntGauge,
     /// Webhook deliveries by result (`ok`, `retry`, `failed`, `dropped`).
     pub webhook_deliveries: IntCounterVec,
@@ -182,7 +182,7 @@ impl Metrics {
             reloads: build(r, IntCounterVec::new(Opts::new("sitesteer_reloads_total", "Config reloads by result."), &["result"]).expect("valid metric")),
             probe_latency: build(r, HistogramVec::new(HistogramOpts::new("sitesteer_probe_latency_seconds", "Latency of successful probes, by site and probe kind.").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]), &["site", "probe"]).expect("valid metric")),
             probe_failures: build(r, IntCounterVec::new(Opts::new("sitesteer_probe_failures_total", "Failed probes by site and reason."), &["site", "reason"]).expect("valid metric")),
-            observations_dropped: build(r, IntGauge::new("sitesteer_observations_dropped", "Passive observations dropped because the health owner was behind.").expect("valid metric")),
+            observations_dropped: build(r, IntGauge::new("sitesteer_observations_dropped", "Passive failures that found the health owner behind (its channel full) and were counted instead, to be folded on its next tick: none is lost.").expect("valid metric")),
             webhook_deliveries: build(r, IntCounterVec::new(Opts::new("sitesteer_webhook_deliveries_total", "Webhook deliveries by result."), &["result"]).expect("valid metric")),
             dns_queries: build(r, IntCounterVec::new(Opts::new("sitesteer_dns_queries_total", "DNS queries by name (other for unknown names), query type, response code and client region."), &["name", "qtype", "rcode", "region"]).expect("valid metric")),
             dns_truncated: build(r, IntCounter::new("sitesteer_dns_truncated_total", "DNS answers truncated (TC) over UDP.").expect("valid metric")),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sitesteer_probes::{HealthHandle, Observation, Observer, SiteState, Snapshot, Source};
+use sitesteer_probes::{HealthHandle, Observation, Observer, SiteState, Source};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::availability::Availability;
@@ -43,19 +43,11 @@ pub fn observer(
     })
 }
 
-/// Whether a snapshot is in panic mode: no site up or degraded with weight.
-pub fn in_panic(snap: &Snapshot) -> bool {
-    !snap
-        .sites
-        .iter()
-        .any(|s| matches!(s.state, SiteState::Up | SiteState::Degraded) && s.effective_weight > 0)
-}
-
 /// Records state changes, failovers, score crossings and panic mode as events, forever.
 pub async fn watch(health: HealthHandle, events: Arc<EventLog>, metrics: Arc<Metrics>) {
     let mut changes = health.subscribe();
     let mut tick = tokio::time::interval(CHECK_EVERY);
-    let mut panic = in_panic(&health.snapshot());
+    let mut panic = health.snapshot().in_panic();
     let mut low_score: HashMap<String, bool> = HashMap::new();
     loop {
         tokio::select! {
@@ -81,10 +73,10 @@ pub async fn watch(health: HealthHandle, events: Arc<EventLog>, metrics: Arc<Met
                         events.push(NewEvent::new(EventKind::Score, "health", format!("score {:.2} crossed {SCORE_ALERT}", s.score)).site(&s.name).change(from, to));
                     }
                 }
-                metrics.observations_dropped.set(health.reporter().dropped() as i64);
+                metrics.observations_dropped.set(health.reporter().overflowed() as i64);
             }
         }
-        let now_panic = in_panic(&health.snapshot());
+        let now_panic = health.snapshot().in_panic();
         if now_panic != panic {
             panic = now_panic;
             let reason = if panic {
@@ -92,7 +84,6 @@ pub async fn watch(health: HealthHandle, events: Arc<EventLog>, metrics: Arc<Met
             } else {
                 "panic mode over: a site is serving again"
             };
-            metrics.panic_mode.set(i64::from(panic));
             events.push(NewEvent::new(EventKind::Panic, "health", reason).change(
                 if panic { "off" } else { "on" },
                 if panic { "on" } else { "off" },

@@ -1,7 +1,8 @@
 //! The raw TCP data plane (erlmcp's newline-delimited JSON-RPC): each new client connection
-//! is steered by [`steer::choose`] to a healthy site's `tcp` endpoint and carried byte for
-//! byte both ways. A failed connect tries another site before the client sees anything; the
-//! connection is registered so it can be closed when its site goes down.
+//! is steered by the selection loop ([`Attempts`]) to a healthy site's `tcp` endpoint
+//! and carried byte for byte both ways. A failed connect tries another site before the
+//! client sees anything; the connection is registered so it can be closed when its site
+//! goes down.
 
 use std::sync::Arc;
 
@@ -10,18 +11,17 @@ use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use sitesteer_config::EndpointKind;
-use sitesteer_probes::{Failure, HealthHandle, Observation, Source};
+use sitesteer_probes::Failure;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::conns::{Closer, Registry, Transport};
 use crate::metrics::Metrics;
-use crate::steer::{self, RequestCtx, Tried};
+use crate::steer::{Attempts, Steering};
 
 /// The TCP proxy app.
 pub struct TcpProxy {
-    health: HealthHandle,
+    steering: Arc<Steering>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     tls: Option<Arc<crate::tls::Tls>>,
@@ -32,10 +32,14 @@ pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Sen
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
 
 impl TcpProxy {
-    /// A TCP proxy steering by `health`.
-    pub fn new(health: HealthHandle, metrics: Arc<Metrics>, registry: Arc<Registry>) -> Self {
+    /// A TCP proxy steering by `steering`.
+    pub(crate) fn new(
+        steering: Arc<Steering>,
+        metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
+    ) -> Self {
         Self {
-            health,
+            steering,
             metrics,
             registry,
             tls: None,
@@ -73,60 +77,25 @@ impl TcpProxy {
 
     /// Connects to the best site, trying others on failure; returns the site and stream.
     async fn connect(&self) -> Option<(String, Box<dyn UpstreamIo>)> {
-        let mut tried = Tried::default();
-        let random = fastrand::u64(..);
+        let mut attempts = Attempts::new(EndpointKind::Tcp, self.steering.current());
         loop {
-            let snap = self.health.snapshot();
-            let mut req = RequestCtx::new(EndpointKind::Tcp, random);
-            req.tried = tried;
-            let choice = steer::choose(&snap, &req)?;
-            tried.push(choice.site);
-            let name = snap.sites.get(choice.site)?.name.clone();
-            if crate::http::blackholed(&snap, choice.site) {
-                self.report(&snap, choice.site, Err(Failure::Connect));
-                self.metrics
-                    .retries
-                    .with_label_values(&[name.as_str()])
-                    .inc();
-                continue;
-            }
+            let choice = attempts.next(&self.steering, None).ok()?;
+            let snap = attempts.snapshot();
             let timeout = snap.config.proxy.connect_timeout;
-            let started = Instant::now();
-            let result =
-                tokio::time::timeout(timeout, self.open(&snap, choice.site, choice.addr)).await;
-            let outcome = match result {
+            let opened =
+                tokio::time::timeout(timeout, self.open(snap, choice.site, choice.addr)).await;
+            let failure = match opened {
                 Ok(Ok(stream)) => {
-                    self.report(&snap, choice.site, Ok(started.elapsed()));
+                    // Counted, not sent: no message per connection (see `PassiveCounts`).
+                    attempts.succeeded(&self.steering);
+                    let name = snap.sites.get(choice.site)?.name.clone();
                     return Some((name, stream));
                 }
                 Ok(Err(_)) => Failure::Connect,
                 Err(_) => Failure::Timeout,
             };
-            self.report(&snap, choice.site, Err(outcome));
-            self.metrics
-                .retries
-                .with_label_values(&[name.as_str()])
-                .inc();
-            if tried.len() > snap.config.proxy.retries || tried.len() >= Tried::CAP {
-                return None;
-            }
+            attempts.failed(&self.steering, failure);
         }
-    }
-
-    fn report(
-        &self,
-        snap: &sitesteer_probes::Snapshot,
-        site: usize,
-        outcome: Result<std::time::Duration, Failure>,
-    ) {
-        self.health.reporter().report(Observation {
-            site,
-            generation: snap.generation,
-            source: Source::Passive,
-            outcome,
-            at: Instant::now(),
-            detail: None,
-        });
     }
 }
 
@@ -141,7 +110,6 @@ impl ServerApp for TcpProxy {
         // drain ends the process at proxy.drain_timeout at the latest.
         let _in_flight = crate::restart::InFlight::start();
         let Some((site, mut upstream)) = self.connect().await else {
-            self.metrics.unroutable.inc();
             self.metrics.failed_requests.with_label_values(&["-"]).inc();
             self.metrics
                 .requests

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::observation::{Failure, Observation, SiteId, Source};
+use crate::observation::{Failure, Observation, SiteId};
 use crate::table::probe_applies;
 
 /// A failed probe: the failure and, for the state reason, a detail.
@@ -133,14 +133,7 @@ async fn run(
             Ok(latency) => (Ok(latency), None),
             Err((f, d)) => (Err(f), d),
         };
-        let obs = Observation {
-            site: target.site,
-            generation: current,
-            source: Source::Probe(target.probe),
-            outcome,
-            at: Instant::now(),
-            detail,
-        };
+        let obs = Observation::probe(target.site, current, target.probe, outcome, detail);
         if tx.send(obs).await.is_err() {
             return;
         }

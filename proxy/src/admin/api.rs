@@ -135,7 +135,7 @@ pub(super) async fn sites(State(s): State<AdminState>) -> Response {
             )
         })
         .collect();
-    let mut out = json!({"version": snap.version, "generation": snap.generation, "panic": crate::observe::in_panic(&snap), "sites": sites});
+    let mut out = json!({"version": snap.version, "generation": snap.generation, "panic": snap.in_panic(), "sites": sites});
     if let Some(c) = &s.cluster {
         out["cluster"] = c.summary();
     }

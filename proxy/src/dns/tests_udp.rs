@@ -356,8 +356,9 @@ fn the_udp_threads_answer_on_loopback_and_stop() {
         &format!("{ZONE}udp_threads = 2\n{GEO}"),
     );
     assert_eq!(config.dns.as_ref().map(|d| d.udp_threads), Some(2));
-    let health =
-        runtime.block_on(async { sitesteer_probes::start(Arc::new(config), Default::default()) });
+    let health = runtime.block_on(async {
+        sitesteer_probes::start(Arc::new(config), Default::default(), Default::default())
+    });
     let shared = Arc::new(Shared::new(health).expect("zone"));
     let metrics = Arc::new(Metrics::new());
     let server = UdpServer::start(src("127.0.0.1:0"), 2, shared, metrics.clone()).expect("binds");

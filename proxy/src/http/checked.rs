@@ -32,9 +32,9 @@ use sitesteer_config::EndpointKind;
 use sitesteer_probes::Failure;
 use tokio::time::Instant;
 
-use super::{blackholed, failure_of, HttpProxy, RequestState};
+use super::{failure_of, HttpProxy, RequestState};
 use crate::limits;
-use crate::steer::{Mode, RequestCtx, Tried};
+use crate::steer::NoSite;
 
 /// Largest request body read ahead to judge the request: pingora's retry buffer, which
 /// hands it back to pingora when the exchange is not checked, holds 64 KiB.
@@ -48,7 +48,7 @@ const MAX_ANSWER: usize = 1 << 20;
 /// client that takes a JSON answer.
 pub fn qualifies(req: &RequestHeader, ctx: &RequestState, max_body: usize) -> bool {
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
-    let plain = ctx.kind == EndpointKind::Http
+    let plain = ctx.kind() == EndpointKind::Http
         && ctx.long_lived.is_none()
         && ctx.affinity.is_none()
         && header("transfer-encoding").is_none()
@@ -160,60 +160,34 @@ impl HttpProxy {
         id: Option<&Value>,
     ) -> Result<()> {
         let mut last: Option<Answer> = None;
-        let mut failed: Option<usize> = None;
-        loop {
-            // A retry sees the newest health state, so it avoids sites that just failed.
-            let snapshot = match (&ctx.snapshot, ctx.tried.is_empty()) {
-                (Some(s), true) => s.clone(),
-                _ => self.health.snapshot(),
+        let no_site = loop {
+            let choice = match ctx.attempts.next(&self.steering, None) {
+                Ok(choice) => choice,
+                Err(why) => break why,
             };
-            let mut req = RequestCtx::new(ctx.kind, ctx.random);
-            req.tried = ctx.tried;
-            let Some(choice) = self.index_for(&snapshot).choose(&snapshot, &req) else {
-                break;
-            };
-            if let Some(name) = failed.and_then(|f| snapshot.sites.get(f)) {
-                // Counted once another site takes the request.
-                self.metrics
-                    .retries
-                    .with_label_values(&[name.name.as_str()])
-                    .inc();
-            }
-            ctx.site = Some(choice.site);
-            ctx.tried.push(choice.site);
-            ctx.snapshot = Some(snapshot.clone());
-            if choice.mode == Mode::Panic {
-                self.metrics.panic_decisions.inc();
-            }
-            self.metrics
-                .panic_mode
-                .set(i64::from(choice.mode == Mode::Panic));
-            let outcome = if blackholed(&snapshot, choice.site) {
-                Attempt::Failed(Failure::Connect)
-            } else {
-                ctx.upstream_started = Some(Instant::now());
-                let peer = self.peer_for(&snapshot, choice.site, choice.addr, true);
-                let host = snapshot
-                    .config
-                    .sites
-                    .get(choice.site)
-                    .and_then(|s| s.host.as_deref());
-                let proxy = &snapshot.config.proxy;
-                // Bounded as a whole: a site that drips its answer cannot hold the request.
-                let limit = proxy.connect_timeout + proxy.read_timeout * 2;
-                let attempt = self.attempt(
-                    session.req_header(),
-                    &peer,
-                    host,
-                    body,
-                    id,
-                    choice.site,
-                    proxy.read_timeout,
-                );
-                tokio::time::timeout(limit, attempt)
-                    .await
-                    .unwrap_or(Attempt::Failed(Failure::Timeout))
-            };
+            ctx.upstream_started = Some(Instant::now());
+            let snapshot = ctx.attempts.snapshot();
+            let peer = self.peer_for(snapshot, choice.site, choice.addr, true);
+            let host = snapshot
+                .config
+                .sites
+                .get(choice.site)
+                .and_then(|s| s.host.as_deref());
+            let proxy = &snapshot.config.proxy;
+            // Bounded as a whole: a site that drips its answer cannot hold the request.
+            let limit = proxy.connect_timeout + proxy.read_timeout * 2;
+            let attempt = self.attempt(
+                session.req_header(),
+                &peer,
+                host,
+                body,
+                id,
+                choice.site,
+                proxy.read_timeout,
+            );
+            let outcome = tokio::time::timeout(limit, attempt)
+                .await
+                .unwrap_or(Attempt::Failed(Failure::Timeout));
             match outcome {
                 Attempt::Good(answer) => return self.deliver(session, ctx, answer).await,
                 Attempt::Long(answer, upstream) => {
@@ -221,19 +195,12 @@ impl HttpProxy {
                 }
                 Attempt::Wrong(answer, failure, why) => {
                     tracing::debug!(site = Self::site_name(ctx), why, "wrong answer; next site");
-                    self.report(ctx, Err(failure));
+                    ctx.attempts.failed(&self.steering, failure);
                     last = Some(answer);
                 }
-                Attempt::Failed(failure) => {
-                    self.report(ctx, Err(failure));
-                }
+                Attempt::Failed(failure) => ctx.attempts.failed(&self.steering, failure),
             }
-            failed = Some(choice.site);
-            let retries = snapshot.config.proxy.retries;
-            if ctx.tried.len() > retries || ctx.tried.len() >= Tried::CAP {
-                break;
-            }
-        }
+        };
         match last {
             // No site gave the right answer: the last site's own answer is the truest one.
             // It was reported as wrong already; the access log must not count it as served.
@@ -242,8 +209,7 @@ impl HttpProxy {
                 self.deliver(session, ctx, answer).await
             }
             None => {
-                let code = if ctx.tried.is_empty() {
-                    self.metrics.unroutable.inc();
+                let code = if no_site == NoSite::Unroutable {
                     503
                 } else {
                     502
@@ -361,7 +327,7 @@ impl HttpProxy {
         ctx: &mut RequestState,
         answer: Answer,
     ) -> Result<()> {
-        ctx.site = Some(answer.site);
+        ctx.attempts.answered_by(answer.site);
         let mut head = answer.head;
         for hop in ["transfer-encoding", "connection", "keep-alive"] {
             head.remove_header(hop);
@@ -395,7 +361,7 @@ impl HttpProxy {
         answer: Answer,
         mut upstream: Box<Http1Session>,
     ) -> Result<()> {
-        ctx.site = Some(answer.site);
+        ctx.attempts.answered_by(answer.site);
         let mut head = answer.head;
         for hop in ["connection", "keep-alive"] {
             head.remove_header(hop);
@@ -420,7 +386,7 @@ impl HttpProxy {
                     .map_err(down)?,
                 Ok(None) => return session.write_response_body(None, true).await.map_err(down),
                 Err(e) => {
-                    self.report(ctx, Err(failure_of(&e)));
+                    ctx.attempts.failed(&self.steering, failure_of(&e));
                     return Err(e.into_up());
                 }
             }
@@ -463,6 +429,19 @@ async fn send(
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::sync::Arc;
+
+    /// A request not yet routed, steered by a one-site Snapshot.
+    fn request_state() -> RequestState {
+        let text = "[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n";
+        let config =
+            sitesteer_config::parse(text, "test", std::path::Path::new(".")).expect("test config");
+        let now = Instant::now();
+        let mut table =
+            sitesteer_probes::HealthTable::new(Arc::new(config), Default::default(), now);
+        let snapshot = Arc::new(table.snapshot(now));
+        RequestState::new(Arc::new(crate::steer::Published::new(snapshot)))
+    }
 
     #[test]
     fn only_single_requests_have_an_id() {
@@ -527,7 +506,7 @@ mod tests {
 
     #[test]
     fn small_json_posts_without_a_session_qualify() {
-        let ctx = RequestState::new();
+        let ctx = request_state();
         let json = [
             ("content-type", "application/json"),
             ("content-length", "40"),
@@ -568,14 +547,14 @@ mod tests {
     #[test]
     fn plain_gets_qualify_but_not_streams_upgrades_or_sessions() {
         let mut get = RequestHeader::build("GET", b"/health", None).expect("head");
-        let mut ctx = RequestState::new();
+        let mut ctx = request_state();
         assert!(qualifies(&get, &ctx, 0));
         ctx.long_lived = Some(crate::conns::Transport::Sse);
         assert!(!qualifies(&get, &ctx, 0));
         ctx.long_lived = None;
-        ctx.kind = EndpointKind::Ws;
+        ctx.attempts.set_kind(EndpointKind::Ws);
         assert!(!qualifies(&get, &ctx, 0));
-        ctx.kind = EndpointKind::Http;
+        ctx.attempts.set_kind(EndpointKind::Http);
         get.insert_header("upgrade", "websocket").expect("header");
         assert!(!qualifies(&get, &ctx, 0));
     }

@@ -1,6 +1,7 @@
 //! The HTTP data plane on pingora: HTTP, MCP Streamable HTTP, WebSocket upgrades and SSE.
-//! Routes by path prefix to a site endpoint kind, asks [`steer::choose`] for the site (or
-//! keeps a session on its own site), sets the per-site upstream `Host`, adds
+//! Routes by path prefix to a site endpoint kind, takes each attempt's site from the
+//! selection loop ([`steer::Attempts`]: the steering rules, or a session's own site), sets
+//! the per-site upstream `Host`, adds
 //! `x-sitesteer-site`, reports every outcome as a passive observation, registers long-lived
 //! connections so they can be closed when their site leaves service, and retries on another
 //! site when that cannot repeat a side effect. Requests that are safe to repeat and bound to
@@ -22,7 +23,7 @@ use pingora::protocols::Digest;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::{Error, ErrorType};
 use sitesteer_config::EndpointKind;
-use sitesteer_probes::{Failure, HealthHandle, Observation, Snapshot, Source};
+use sitesteer_probes::{Failure, Snapshot};
 use tokio::time::Instant;
 
 use crate::conns::{self, Closer, Registration, Registry, Transport};
@@ -30,7 +31,7 @@ use crate::limits;
 use crate::mcp;
 use crate::metrics::{Metrics, SiteHandle};
 use crate::session::SessionCodec;
-use crate::steer::{self, Mode, RequestCtx, Tried};
+use crate::steer::{self, Attempts, NoSite, Steering};
 use crate::tools::ToolCatalog;
 use affinity::{Affinity, SESSION_HEADER};
 
@@ -43,50 +44,35 @@ const MAX_ENDPOINT_SEARCH: usize = 16 * 1024;
 
 /// Everything the HTTP proxy shares across requests.
 pub struct HttpProxy {
-    health: HealthHandle,
+    steering: Arc<Steering>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
     codec: SessionCodec,
     tools: Arc<ToolCatalog>,
     tls: Option<Arc<crate::tls::Tls>>,
-    /// The steering index of the newest Snapshot seen (see [`steer::Index`]).
-    index: arc_swap::ArcSwapOption<steer::Index>,
     /// Upstream connections of checked exchanges (`checked.rs`): pingora's HTTP/1
     /// connector, with its own pool.
     connector: pingora::connectors::http::v1::Connector,
 }
 
 impl HttpProxy {
-    /// A proxy steering by `health`'s snapshots.
-    pub fn new(
-        health: HealthHandle,
+    /// A proxy steering by `steering`.
+    pub(crate) fn new(
+        steering: Arc<Steering>,
         metrics: Arc<Metrics>,
         registry: Arc<Registry>,
         codec: SessionCodec,
         tools: Arc<ToolCatalog>,
     ) -> Self {
         Self {
-            health,
+            steering,
             metrics,
             registry,
             codec,
             tools,
             tls: None,
-            index: arc_swap::ArcSwapOption::empty(),
             connector: pingora::connectors::http::v1::Connector::new(None),
         }
-    }
-
-    /// The steering index of `snapshot`, built once per published Snapshot.
-    fn index_for(&self, snapshot: &Snapshot) -> Arc<steer::Index> {
-        if let Some(index) = self.index.load_full() {
-            if index.is_for(snapshot) {
-                return index;
-            }
-        }
-        let index = Arc::new(steer::Index::new(snapshot));
-        self.index.store(Some(index.clone()));
-        index
     }
 
     /// Reaches `[site.tls]` sites over TLS with the CAs in `tls`.
@@ -98,11 +84,10 @@ impl HttpProxy {
 
 /// Per-request state.
 pub struct RequestState {
-    snapshot: Option<Arc<Snapshot>>,
-    kind: EndpointKind,
-    site: Option<usize>,
-    tried: Tried,
-    random: u64,
+    /// The request's attempts at sites, and the Snapshot of the current one.
+    attempts: Attempts,
+    /// Whether the request was routed (a route matched and its snapshot holds).
+    routed: bool,
     upstream_started: Option<Instant>,
     affinity: Option<Affinity>,
     long_lived: Option<Transport>,
@@ -120,14 +105,26 @@ pub struct RequestState {
 }
 
 impl RequestState {
-    /// The state of a request not yet routed.
-    fn new() -> Self {
+    /// The Snapshot the request is (or was last) steered by.
+    fn snapshot(&self) -> &Arc<Snapshot> {
+        self.attempts.snapshot()
+    }
+
+    /// The site of the current (or last) attempt.
+    fn site(&self) -> Option<usize> {
+        self.attempts.site()
+    }
+
+    /// The endpoint kind of the request's route.
+    fn kind(&self) -> EndpointKind {
+        self.attempts.kind()
+    }
+
+    /// The state of a request not yet routed, steered by `published`.
+    fn new(published: Arc<steer::Published>) -> Self {
         Self {
-            snapshot: None,
-            kind: EndpointKind::Http,
-            site: None,
-            tried: Tried::default(),
-            random: fastrand::u64(..),
+            attempts: Attempts::new(EndpointKind::Http, published),
+            routed: false,
             upstream_started: None,
             affinity: None,
             long_lived: None,
@@ -169,27 +166,16 @@ async fn respond_json(session: &mut Session, status: u16, body: &'static [u8]) -
     Ok(true)
 }
 
+/// Why a session's request is not served: its site is out of service, or failed it.
+const SESSION_SITE_LOST: &str = "the session's site is out of service";
+
 /// The MCP signal to start a new session.
 const SESSION_GONE: &[u8] = br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32001,"message":"session not found: its site is out of service; start a new session"}}"#;
 
 impl HttpProxy {
-    fn report(&self, ctx: &RequestState, outcome: Result<Duration, Failure>) {
-        let (Some(site), Some(snap)) = (ctx.site, ctx.snapshot.as_ref()) else {
-            return;
-        };
-        self.health.reporter().report(Observation {
-            site,
-            generation: snap.generation,
-            source: Source::Passive,
-            outcome,
-            at: Instant::now(),
-            detail: None,
-        });
-    }
-
     fn site_name(ctx: &RequestState) -> Option<&str> {
-        let snap = ctx.snapshot.as_ref()?;
-        snap.sites.get(ctx.site?).map(|s| s.name.as_str())
+        let snap = ctx.snapshot();
+        snap.sites.get(ctx.site()?).map(|s| s.name.as_str())
     }
 
     /// The MCP method (and tool) of a POST, from `Mcp-Method`/`Mcp-Name` or the body.
@@ -257,20 +243,20 @@ impl HttpProxy {
         safe
     }
 
-    /// Marks `e` retryable when the request may go to another site and tries are left.
-    fn decide_retry(&self, ctx: &RequestState, e: &mut Box<Error>, allowed: bool) {
-        let limit = ctx
-            .snapshot
-            .as_ref()
-            .map(|s| s.config.proxy.retries)
-            .unwrap_or(0);
-        let retry = allowed && ctx.tried.len() <= limit && ctx.tried.len() < Tried::CAP;
-        e.set_retry(retry);
-        if retry {
-            if let Some(name) = Self::site_name(ctx) {
-                self.metrics.retries.with_label_values(&[name]).inc();
+    /// After the failed attempt `e` (already reported): marks `e` retryable when the request
+    /// may go to another site (`allowed`), a try is left and a site can take it. A session's
+    /// request is never sent elsewhere: when it could have been repeated, its session is lost
+    /// (the client starts a new one).
+    fn decide_retry(&self, ctx: &RequestState, mut e: Box<Error>, allowed: bool) -> Box<Error> {
+        if ctx.affinity.is_some() {
+            if allowed {
+                return Error::explain(ErrorType::HTTPStatus(404), SESSION_SITE_LOST);
             }
+            e.set_retry(false);
+            return e;
         }
+        e.set_retry(allowed && ctx.attempts.may_retry(&self.steering));
+        e
     }
 }
 
@@ -278,9 +264,10 @@ impl HttpProxy {
     /// Marks a site's answer for the client: `x-sitesteer-site`, and the site's MCP session
     /// id signed into sitesteer's own. `false` when no site served.
     fn label_answer(&self, ctx: &RequestState, answer: &mut ResponseHeader) -> Result<bool> {
-        let (Some(snap), Some(id)) = (ctx.snapshot.as_ref(), ctx.site) else {
+        let (Some(id), true) = (ctx.site(), ctx.routed) else {
             return Ok(false);
         };
+        let snap = ctx.snapshot();
         let Some(site) = snap.sites.get(id).map(|s| s.name.as_str()) else {
             return Ok(false);
         };
@@ -346,15 +333,7 @@ impl HttpProxy {
         if !matches!(status, 500 | 502 | 503 | 504) || ctx.affinity.is_some() {
             return false;
         }
-        let Some(retries) = ctx.snapshot.as_ref().map(|s| s.config.proxy.retries) else {
-            return false;
-        };
-        if ctx.tried.len() > retries || ctx.tried.len() >= Tried::CAP {
-            return false;
-        }
-        let mut next = RequestCtx::new(ctx.kind, ctx.random);
-        next.tried = ctx.tried;
-        steer::choose(&self.health.snapshot(), &next).is_some() && self.safe_to_repeat(session, ctx)
+        ctx.attempts.may_retry(&self.steering) && self.safe_to_repeat(session, ctx)
     }
 }
 
@@ -368,11 +347,11 @@ impl ProxyHttp for HttpProxy {
     }
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestState::new()
+        RequestState::new(self.steering.current())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let snapshot = self.health.snapshot();
+        let snapshot = ctx.snapshot().clone();
         let limits = &snapshot.config.limits;
         let declared = session.req_header().headers.get("content-length");
         if limits::declared_body_over(declared.map(|v| v.as_bytes()), limits) {
@@ -392,7 +371,7 @@ impl ProxyHttp for HttpProxy {
         let Some(route) = snapshot.config.route_for(req.uri.path()) else {
             return respond_json(session, 404, br#"{"error":"no route for this path"}"#).await;
         };
-        ctx.kind = route.endpoint;
+        ctx.attempts.set_kind(route.endpoint);
         let is_get = req.method == http::Method::GET;
         let wants_stream = req
             .headers
@@ -401,7 +380,7 @@ impl ProxyHttp for HttpProxy {
             .is_some_and(|a| a.contains("text/event-stream") && !a.contains("application/json"));
         ctx.long_lived = if session.is_upgrade_req() {
             Some(Transport::Ws)
-        } else if is_get && (ctx.kind == EndpointKind::Sse || wants_stream) {
+        } else if is_get && (ctx.kind() == EndpointKind::Sse || wants_stream) {
             Some(Transport::Sse)
         } else {
             None
@@ -423,7 +402,7 @@ impl ProxyHttp for HttpProxy {
             Ok(None) => {}
         }
         let held = snapshot.config.proxy.retry_buffer_bytes;
-        ctx.snapshot = Some(snapshot);
+        ctx.routed = true;
         if session.req_header().method == http::Method::POST {
             session.as_mut().enable_retry_buffering();
         }
@@ -439,67 +418,34 @@ impl ProxyHttp for HttpProxy {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        // A retry sees the newest health state, so it avoids sites that just failed.
-        let snapshot = match (&ctx.snapshot, ctx.tried.is_empty()) {
-            (Some(s), true) => s.clone(),
-            _ => self.health.snapshot(),
-        };
-        let mut req = RequestCtx::new(ctx.kind, ctx.random);
-        req.tried = ctx.tried;
-        if let Some(a) = &ctx.affinity {
-            // A site that left the config loses its sessions.
-            req.pinned = Some(
-                snapshot
-                    .sites
-                    .iter()
-                    .position(|s| s.name == a.site())
-                    .unwrap_or(usize::MAX),
-            );
-        }
-        let index = self.index_for(&snapshot);
-        let choice = loop {
-            let Some(choice) = index.choose(&snapshot, &req) else {
-                if ctx.affinity.is_some() {
-                    return Err(Error::explain(
-                        ErrorType::HTTPStatus(404),
-                        "the session's site is out of service",
-                    ));
-                }
-                self.metrics.unroutable.inc();
+        let pinned = ctx.affinity.as_ref().map(Affinity::site);
+        let choice = match ctx.attempts.next(&self.steering, pinned) {
+            Ok(choice) => choice,
+            Err(NoSite::SessionLost) => {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(404),
+                    SESSION_SITE_LOST,
+                ))
+            }
+            Err(NoSite::Unroutable) => {
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(503),
                     "no site can take this request",
-                ));
-            };
-            if !blackholed(&snapshot, choice.site) {
-                break choice;
+                ))
             }
-            // A drill's blackhole: the connect "fails" at once and is retried elsewhere.
-            ctx.site = Some(choice.site);
-            ctx.snapshot = Some(snapshot.clone());
-            self.report(ctx, Err(Failure::Connect));
-            self.metrics
-                .retries
-                .with_label_values(&[snapshot.sites[choice.site].name.as_str()])
-                .inc();
-            req.tried.push(choice.site);
-            ctx.tried.push(choice.site);
+            Err(NoSite::Exhausted) => {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(502),
+                    "every site tried failed the request",
+                ))
+            }
         };
-        if choice.mode == Mode::Panic {
-            self.metrics.panic_decisions.inc();
-        }
-        self.metrics
-            .panic_mode
-            .set(i64::from(choice.mode == Mode::Panic));
-        ctx.site = Some(choice.site);
-        ctx.tried.push(choice.site);
         let peer = self.peer_for(
-            &snapshot,
+            ctx.snapshot(),
             choice.site,
             choice.addr,
             ctx.long_lived.is_none(),
         );
-        ctx.snapshot = Some(snapshot);
         ctx.upstream_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
@@ -532,8 +478,9 @@ impl ProxyHttp for HttpProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let (Some(snap), Some(site)) = (ctx.snapshot.as_ref(), ctx.site) {
-            if let Some(host) = snap.config.sites.get(site).and_then(|s| s.host.as_deref()) {
+        if let Some(site) = ctx.site() {
+            let sites = &ctx.snapshot().config.sites;
+            if let Some(host) = sites.get(site).and_then(|s| s.host.as_deref()) {
                 upstream_request.insert_header("host", host)?;
             }
         }
@@ -577,7 +524,7 @@ impl ProxyHttp for HttpProxy {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
         if is_stream
-            && ctx.kind == EndpointKind::Sse
+            && ctx.kind() == EndpointKind::Sse
             && session.req_header().method == http::Method::GET
         {
             ctx.endpoint_search = Some(0);
@@ -640,10 +587,7 @@ impl ProxyHttp for HttpProxy {
             return Ok(());
         }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
-        let max = ctx
-            .snapshot
-            .as_ref()
-            .map_or(u64::MAX, |s| s.config.limits.max_body_bytes);
+        let max = ctx.snapshot().config.limits.max_body_bytes;
         if ctx.body_bytes > max {
             self.metrics
                 .refused
@@ -694,11 +638,10 @@ impl ProxyHttp for HttpProxy {
         _session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut Self::CTX,
-        mut e: Box<Error>,
+        e: Box<Error>,
     ) -> Box<Error> {
-        self.report(ctx, Err(failure_of(&e)));
-        self.decide_retry(ctx, &mut e, true);
-        e
+        ctx.attempts.failed(&self.steering, failure_of(&e));
+        self.decide_retry(ctx, e, true)
     }
 
     fn error_while_proxy(
@@ -709,20 +652,21 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
         _client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("peer: {peer}"));
+        let e = e.more_context(format!("peer: {peer}"));
         // A WebSocket upgrade or SSE stream whose site failed before any answer reached the
         // client (a dead pooled connection, a reset) is as safe to send elsewhere as any GET.
         let not_started = session.response_written().is_none();
         if e.esource() == &pingora::ErrorSource::Upstream
             && (ctx.long_lived.is_none() || not_started)
         {
-            self.report(ctx, Err(failure_of(&e)));
+            ctx.attempts.failed(&self.steering, failure_of(&e));
             let safe = self.safe_to_repeat(session, ctx);
-            self.decide_retry(ctx, &mut e, safe);
+            self.decide_retry(ctx, e, safe)
         } else {
+            let mut e = e;
             e.set_retry(false);
+            e
         }
-        e
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
@@ -733,12 +677,14 @@ impl ProxyHttp for HttpProxy {
             .unwrap_or(0);
         let transport = match ctx.long_lived {
             Some(t) => t.as_str(),
-            None => ctx.kind.as_str(),
+            None => ctx.kind().as_str(),
         };
         // The site's series are cached per config generation: no label hashing and no
         // allocation per request.
-        let handles = ctx.snapshot.as_ref().map(|s| self.metrics.site_handles(s));
-        let handle = handles.as_deref().and_then(|h| h.get(ctx.site?));
+        let handles = ctx
+            .routed
+            .then(|| self.metrics.site_handles(ctx.snapshot()));
+        let handle = handles.as_deref().and_then(|h| h.get(ctx.site()?));
         let site = handle.map_or("-", SiteHandle::name);
         match handle {
             Some(h) => h.count_request(&self.metrics, transport, code),
@@ -768,25 +714,13 @@ impl ProxyHttp for HttpProxy {
             }
         }
         if e.is_none() && ctx.long_lived.is_none() && !ctx.observed {
-            if let (Some(id), Some(snap)) = (ctx.site, ctx.snapshot.as_ref()) {
-                if code >= 500 {
-                    self.report(ctx, Err(Failure::Status(code)));
-                } else {
-                    // Counted, not sent: a message per request woke the health owner's
-                    // thread once per request (see `PassiveCounts`).
-                    snap.passive.success(id);
-                }
+            if code >= 500 {
+                ctx.attempts.failed(&self.steering, Failure::Status(code));
+            } else {
+                ctx.attempts.succeeded(&self.steering);
             }
         }
     }
-}
-
-/// Whether a drill blackholes `site` (its connects fail without reaching it).
-pub fn blackholed(snapshot: &Snapshot, site: usize) -> bool {
-    snapshot
-        .sites
-        .get(site)
-        .is_some_and(|s| s.fault == Some(sitesteer_probes::overrides::Fault::Blackhole))
 }
 
 fn of_request_headers(

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 
 use sitesteer_config::Config;
+use sitesteer_probes::Hooks;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
@@ -22,6 +23,7 @@ use crate::operator::fleet::FleetStore;
 use crate::operator::Operator;
 use crate::server::Origin;
 use crate::state_file::{PersistedState, SavedIncidents, StateFile};
+use crate::steer::{PublishedCell, SteerMetrics, Steering};
 
 /// Starts the health owner on the restored operator state: with `[cluster]` and etcd
 /// reachable, the fleet's overrides replace the local ones before any traffic is steered;
@@ -47,9 +49,22 @@ pub(super) fn start_health(
     let incidents = Incidents::new(persisted.incidents.read.clone(), max_id, persist_tx);
     let observer = observe::observer(metrics.clone(), availability.clone(), incidents.clone());
     let restored = persisted.overrides.clone();
-    let health = control.block_on(async {
-        sitesteer_probes::start_observed(config.clone(), restored, Some(observer))
-    });
+    let published = Arc::new(PublishedCell::default());
+    let hooks = Hooks {
+        observer: Some(observer),
+        on_publish: Some(published.hook(metrics.panic_mode.clone())),
+    };
+    let health =
+        control.block_on(async { sitesteer_probes::start(config.clone(), restored, hooks) });
+    let steering = Arc::new(Steering::new(
+        published,
+        health.clone(),
+        SteerMetrics {
+            retries: metrics.retries.clone(),
+            panic_decisions: metrics.panic_decisions.clone(),
+            unroutable: metrics.unroutable.clone(),
+        },
+    ));
     if !persisted.overrides.sites.is_empty() {
         events.push(NewEvent::new(
             EventKind::System,
@@ -64,6 +79,7 @@ pub(super) fn start_health(
     let parts = Parts {
         config: config.clone(),
         health,
+        steering,
         registry: Registry::new(metrics.open_connections.clone()),
         metrics,
         events,

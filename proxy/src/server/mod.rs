@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use sitesteer_config::Config;
 use sitesteer_probes::HealthHandle;
+
+use crate::steer::Steering;
 use tokio::runtime::Runtime;
 
 use crate::availability::Availability;
@@ -207,6 +209,8 @@ fn control_runtime() -> Result<Runtime, RunError> {
 struct Parts {
     config: Arc<Config>,
     health: HealthHandle,
+    /// What the data planes steer by (filled by the health owner's publish hook).
+    steering: Arc<Steering>,
     metrics: Arc<Metrics>,
     events: Arc<EventLog>,
     availability: Arc<Availability>,

@@ -39,7 +39,7 @@ pub(super) fn data_planes(parts: &Parts, files: Files, options: RunOptions) -> S
     if let Some(http) = config.listen.http {
         let tools = Arc::new(ToolCatalog::default());
         let proxy = HttpProxy::new(
-            health.clone(),
+            parts.steering.clone(),
             metrics.clone(),
             parts.registry.clone(),
             files.codec,
@@ -57,8 +57,12 @@ pub(super) fn data_planes(parts: &Parts, files: Files, options: RunOptions) -> S
         server.add_service(service);
     }
     if let Some(tcp) = config.listen.tcp {
-        let app = TcpProxy::new(health.clone(), metrics.clone(), parts.registry.clone())
-            .with_tls(tls.clone());
+        let app = TcpProxy::new(
+            parts.steering.clone(),
+            metrics.clone(),
+            parts.registry.clone(),
+        )
+        .with_tls(tls.clone());
         let gated = TcpGate::new(app, health.clone(), metrics.clone());
         let mut service = Service::new("sitesteer tcp".to_string(), gated);
         listen_on(&mut service, tcp, tls, tls_on(false));

@@ -1,0 +1,309 @@
+//! The one selection loop: a request's (or a TCP connection's) attempts at sites, used by
+//! the HTTP streaming path, checked exchanges and TCP. [`Attempts`] owns the tried set, the
+//! Snapshot the next attempt is steered by (the newest one after a failure, so a retry
+//! avoids sites that just failed), drill faults, the retry budget (`proxy.retries`), the
+//! passive reports of each outcome, and the retry, panic and unroutable accounting, so that
+//! every data plane counts the same things the same way:
+//!
+//! - `sitesteer_retries_total{site}` counts a failed attempt at `site` once another site
+//!   takes the request: never a retry that did not happen.
+//! - A drill's blackhole is a connect that fails at once: it uses the budget like any
+//!   failed attempt.
+//! - `sitesteer_panic_decisions_total` counts the attempts steered in panic mode.
+//! - `sitesteer_unroutable_requests_total` counts requests that no site could take at all
+//!   (not those whose every try failed).
+
+use std::sync::Arc;
+
+use prometheus::{IntCounter, IntCounterVec};
+use sitesteer_config::EndpointKind;
+use sitesteer_probes::overrides::Fault;
+use sitesteer_probes::{Failure, HealthHandle, Snapshot};
+
+use super::{Choice, Mode, Published, PublishedCell, RequestCtx, Tried};
+
+/// The steering metrics that [`Attempts`] keeps (the panic-mode gauge is the publish
+/// hook's, see [`PublishedCell::hook`]).
+#[derive(Clone, Debug)]
+pub(crate) struct SteerMetrics {
+    /// `sitesteer_retries_total`, by the site that failed.
+    pub(crate) retries: IntCounterVec,
+    /// `sitesteer_panic_decisions_total`.
+    pub(crate) panic_decisions: IntCounter,
+    /// `sitesteer_unroutable_requests_total`.
+    pub(crate) unroutable: IntCounter,
+}
+
+/// What the data planes share to steer: the published Snapshots with their indexes, the
+/// health owner (for passive reports), and the steering metrics.
+pub(crate) struct Steering {
+    published: Arc<PublishedCell>,
+    health: HealthHandle,
+    metrics: SteerMetrics,
+}
+
+impl Steering {
+    /// Steering by the publications in `published` (whose hook `health` calls).
+    pub(crate) fn new(
+        published: Arc<PublishedCell>,
+        health: HealthHandle,
+        metrics: SteerMetrics,
+    ) -> Self {
+        Self {
+            published,
+            health,
+            metrics,
+        }
+    }
+
+    /// The newest publication.
+    pub(crate) fn current(&self) -> Arc<Published> {
+        self.published
+            .load()
+            .unwrap_or_else(|| Arc::new(Published::new(self.health.snapshot())))
+    }
+}
+
+/// Why no attempt can be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NoSite {
+    /// No site can take the request at all (counted as unroutable).
+    Unroutable,
+    /// The request's MCP session is bound to a site that is out of service (or failed it).
+    SessionLost,
+    /// Sites were tried and failed, and the budget or the sites are used up.
+    Exhausted,
+}
+
+/// One request's attempts at sites.
+#[derive(Debug)]
+pub(crate) struct Attempts {
+    kind: EndpointKind,
+    random: u64,
+    tried: Tried,
+    published: Arc<Published>,
+    /// The site of the current (or last) attempt.
+    site: Option<usize>,
+    /// Failed attempts not yet counted as retries (counted once another site takes the
+    /// request), and the publication of the last one, whose config names them.
+    uncounted: Tried,
+    uncounted_in: Option<Arc<Published>>,
+}
+
+/// How [`pick`] ended.
+enum Pick {
+    Site(Choice),
+    None,
+    Exhausted,
+}
+
+impl Attempts {
+    /// A request for `kind` steered by `published`, with a random draw of its own.
+    pub(crate) fn new(kind: EndpointKind, published: Arc<Published>) -> Self {
+        Self {
+            kind,
+            random: fastrand::u64(..),
+            tried: Tried::default(),
+            published,
+            site: None,
+            uncounted: Tried::default(),
+            uncounted_in: None,
+        }
+    }
+
+    /// Sets the endpoint kind (known once the request is routed; before the first attempt).
+    pub(crate) fn set_kind(&mut self, kind: EndpointKind) {
+        self.kind = kind;
+    }
+
+    /// The endpoint kind.
+    pub(crate) fn kind(&self) -> EndpointKind {
+        self.kind
+    }
+
+    /// The Snapshot of the current attempt (before any, the one the request started with).
+    pub(crate) fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.published.snapshot
+    }
+
+    /// The site of the current (or last) attempt.
+    pub(crate) fn site(&self) -> Option<usize> {
+        self.site
+    }
+
+    /// The answer passed on is `site`'s (a checked exchange whose every site answered wrong
+    /// passes on an earlier site's answer): labels and logs name it.
+    pub(crate) fn answered_by(&mut self, site: usize) {
+        self.site = Some(site);
+    }
+
+    /// How many attempts were made.
+    #[cfg(test)]
+    pub(crate) fn made(&self) -> usize {
+        self.tried.len()
+    }
+
+    /// The next attempt: the site to try, by `pinned` (an MCP session's site, by name) or by
+    /// the steering rules over the sites not yet tried. Skips blackholed sites as failed
+    /// connects.
+    pub(crate) fn next(
+        &mut self,
+        steering: &Steering,
+        pinned: Option<&str>,
+    ) -> Result<Choice, NoSite> {
+        if !self.tried.is_empty() {
+            // A retry sees the newest health state, so it avoids sites that just failed.
+            self.published = steering.current();
+        }
+        let pinned_id = pinned.map(|name| site_id(&self.published.snapshot, name));
+        let first = self.tried.is_empty();
+        let mut blackholed = Tried::default();
+        let picked = pick(
+            &self.published,
+            self.kind,
+            self.random,
+            &mut self.tried,
+            pinned_id,
+            &mut blackholed,
+        );
+        for site in ids(&blackholed, self.published.snapshot.sites.len()) {
+            self.site = Some(site);
+            self.failed(steering, Failure::Connect);
+        }
+        match picked {
+            Pick::Site(choice) => {
+                self.site = Some(choice.site);
+                self.count_retries(steering);
+                if choice.mode == Mode::Panic {
+                    steering.metrics.panic_decisions.inc();
+                }
+                Ok(choice)
+            }
+            Pick::None if pinned.is_some() => Err(NoSite::SessionLost),
+            Pick::None if first && blackholed.is_empty() => {
+                steering.metrics.unroutable.inc();
+                Err(NoSite::Unroutable)
+            }
+            Pick::None | Pick::Exhausted => Err(NoSite::Exhausted),
+        }
+    }
+
+    /// Whether another attempt would find a site: the budget has a try left and a site not
+    /// yet tried can take the request in the newest Snapshot. No side effects.
+    pub(crate) fn may_retry(&self, steering: &Steering) -> bool {
+        let published = steering.current();
+        let mut tried = self.tried;
+        let picked = pick(
+            &published,
+            self.kind,
+            self.random,
+            &mut tried,
+            None,
+            &mut Tried::default(),
+        );
+        matches!(picked, Pick::Site(_))
+    }
+
+    /// The current attempt failed with `failure`: reported against its site at once.
+    pub(crate) fn failed(&mut self, steering: &Steering, failure: Failure) {
+        let Some(site) = self.site else {
+            return;
+        };
+        steering
+            .health
+            .reporter()
+            .failure(&self.published.snapshot, site, failure);
+        let generation = self.published.snapshot.generation;
+        if self
+            .uncounted_in
+            .as_ref()
+            .is_some_and(|p| p.snapshot.generation != generation)
+        {
+            // A reload between two failures renumbers the sites: the older ones go uncounted.
+            self.uncounted = Tried::default();
+        }
+        self.uncounted_in = Some(self.published.clone());
+        self.uncounted.push(site);
+    }
+
+    /// The current attempt succeeded: counted for its site (folded by the health owner on
+    /// its next tick; no message per request).
+    pub(crate) fn succeeded(&self, steering: &Steering) {
+        if let Some(site) = self.site {
+            steering
+                .health
+                .reporter()
+                .success(&self.published.snapshot, site);
+        }
+    }
+
+    /// Counts the uncounted failures as retries: another site took the request.
+    fn count_retries(&mut self, steering: &Steering) {
+        let Some(published) = self.uncounted_in.take() else {
+            return;
+        };
+        for site in ids(&self.uncounted, published.snapshot.sites.len()) {
+            if let Some(s) = published.snapshot.sites.get(site) {
+                steering
+                    .metrics
+                    .retries
+                    .with_label_values(&[s.name.as_str()])
+                    .inc();
+            }
+        }
+        self.uncounted = Tried::default();
+    }
+}
+
+/// The next site for `tried` in `published`, within the budget (`proxy.retries` retries
+/// after the first try); blackholed sites are marked tried and collected in `blackholed`.
+fn pick(
+    published: &Published,
+    kind: EndpointKind,
+    random: u64,
+    tried: &mut Tried,
+    pinned: Option<usize>,
+    blackholed: &mut Tried,
+) -> Pick {
+    let snapshot = &published.snapshot;
+    let budget = snapshot.config.proxy.retries;
+    loop {
+        if tried.len() > budget || tried.len() >= Tried::CAP {
+            return Pick::Exhausted;
+        }
+        let mut req = RequestCtx::new(kind, random);
+        req.tried = *tried;
+        req.pinned = pinned;
+        let Some(choice) = published.index.choose(snapshot, &req) else {
+            return Pick::None;
+        };
+        tried.push(choice.site);
+        if !is_blackholed(snapshot, choice.site) {
+            return Pick::Site(choice);
+        }
+        blackholed.push(choice.site);
+    }
+}
+
+/// The id of the site called `name`; one past the last when none is (a site that left the
+/// config loses its sessions).
+fn site_id(snapshot: &Snapshot, name: &str) -> usize {
+    snapshot
+        .sites
+        .iter()
+        .position(|s| s.name == name)
+        .unwrap_or(usize::MAX)
+}
+
+/// The site ids below `len` in `set`.
+fn ids(set: &Tried, len: usize) -> impl Iterator<Item = usize> + '_ {
+    (0..len.min(Tried::CAP)).filter(move |id| set.contains(*id))
+}
+
+/// Whether a drill blackholes `site` (its connects fail without reaching it).
+fn is_blackholed(snapshot: &Snapshot, site: usize) -> bool {
+    snapshot
+        .sites
+        .get(site)
+        .is_some_and(|s| s.fault == Some(Fault::Blackhole))
+}
