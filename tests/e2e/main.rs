@@ -4,6 +4,7 @@ mod harness;
 mod pyenv;
 mod traffic;
 
+mod accounting;
 mod admin;
 mod browser;
 mod chaos;
