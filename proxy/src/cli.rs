@@ -5,12 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+// The exit codes live in `crate::exit`; re-exported here until `demo` imports them from there.
+pub use crate::exit::{runtime_result, EXIT_RUNTIME, EXIT_USAGE};
 use crate::{demo, server};
-
-/// Exit code for usage and validation errors.
-pub const EXIT_USAGE: u8 = 1;
-/// Exit code for runtime failures.
-pub const EXIT_RUNTIME: u8 = 2;
 
 /// sitesteer: an edge health-probe and traffic-steering proxy for MCP sites.
 #[derive(Debug, Parser)]
@@ -120,17 +117,6 @@ fn load_checked(
     let config = sitesteer_config::load(path)?;
     crate::tls::check(&config, &path.display().to_string())?;
     Ok(config)
-}
-
-/// Maps a runtime result to an exit code, printing the error as one sentence.
-pub fn runtime_result<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("sitesteer: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
-    }
 }
 
 fn init_tracing() {

@@ -12,7 +12,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 use sitesteer_probes::probe::client;
 
-use crate::cli::{EXIT_RUNTIME, EXIT_USAGE};
+use crate::exit::{EXIT_RUNTIME, EXIT_USAGE};
 
 /// `sitesteer ctl` arguments.
 #[derive(Debug, Args)]

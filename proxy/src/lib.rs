@@ -12,6 +12,7 @@ pub mod demo;
 pub mod dns;
 pub mod drill;
 pub mod events;
+pub mod exit;
 pub mod framing;
 pub mod http;
 pub mod incidents;

@@ -10,11 +10,8 @@ use clap::Args;
 use sitesteer_config::DrillMode;
 
 use super::{markdown, run, svg, DrillPlan};
-use crate::cli::EXIT_RUNTIME;
 use crate::ctl::CtlError;
-
-/// Exit code of a drill that missed an objective.
-pub const EXIT_OBJECTIVE_MISSED: u8 = 3;
+use crate::exit::{EXIT_OBJECTIVE_MISSED, EXIT_RUNTIME, EXIT_USAGE};
 
 /// `sitesteer drill` arguments.
 #[derive(Debug, Args)]
@@ -59,7 +56,7 @@ pub fn main(args: DrillArgs) -> ExitCode {
         || args.rate > 10_000
     {
         eprintln!("sitesteer: --duration must be 3 to 3600 seconds and --rate 1 to 10000");
-        return ExitCode::from(crate::cli::EXIT_USAGE);
+        return ExitCode::from(EXIT_USAGE);
     }
     let plan = DrillPlan {
         admin: args.admin.clone(),

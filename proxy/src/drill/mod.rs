@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sitesteer_config::DrillMode;
 
-use crate::cli::{EXIT_RUNTIME, EXIT_USAGE};
 use crate::ctl::{AdminClient, CtlError};
+use crate::exit::{EXIT_RUNTIME, EXIT_USAGE};
 use crate::objectives::{judge, ObjectiveResult};
 pub use report::{markdown, svg};
 use traffic::Sample;
