@@ -1,10 +1,10 @@
-//! The newline-delimited JSON-RPC framing of the TCP transport (`sitesteer::framing`), and
+//! The newline-delimited JSON-RPC framing of the TCP transport (`sitesteer_demo::framing`), and
 //! the proxy's JSON-RPC reader (`mcp::method_of`) on every line it yields. The first byte
 //! picks the line limit.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sitesteer::framing::{split_lines, Frame};
+use sitesteer_demo::framing::{split_lines, Frame};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&limit, input)) = data.split_first() else {

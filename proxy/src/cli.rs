@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-// The exit codes live in `crate::exit`; re-exported here until `demo` imports them from there.
-pub use crate::exit::{runtime_result, EXIT_RUNTIME, EXIT_USAGE};
-use crate::{demo, server};
+use crate::exit::{runtime_result, EXIT_USAGE};
+use crate::server;
+
+mod demo;
 
 /// sitesteer: an edge health-probe and traffic-steering proxy for MCP sites.
 #[derive(Debug, Parser)]
@@ -92,7 +93,13 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_USAGE)
             }
         },
-        Command::Demo(args) => demo::run(args),
+        Command::Demo(args) => match demo::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sitesteer: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        },
         Command::Ctl(args) => crate::ctl::main(args),
         Command::Drill(args) => crate::drill::cli::main(args),
         Command::Stdio { url } => {
@@ -105,7 +112,7 @@ pub fn main() -> ExitCode {
             };
             runtime_result(runtime.block_on(crate::stdio::run(&url)))
         }
-        Command::DemoSite(args) => demo::run_site(args),
+        Command::DemoSite(args) => runtime_result(demo::run_site(args)),
     }
 }
 

@@ -1,5 +1,5 @@
 //! sitesteer: the front door. Steering ([`steer`]), the data planes ([`http`]), the admin
-//! API ([`admin`]), metrics, the CLI and the demo.
+//! API ([`admin`]), metrics and the CLI (which also runs the demo sites of `sitesteer-demo`).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -8,12 +8,10 @@ pub mod cli;
 pub mod cluster;
 pub mod conns;
 pub mod ctl;
-pub mod demo;
 pub mod dns;
 pub mod drill;
 pub mod events;
 pub mod exit;
-pub mod framing;
 pub mod http;
 pub mod incidents;
 pub mod limits;

@@ -12,9 +12,9 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 
-use super::rpc;
-use super::site::SiteState;
-use super::transports::{OpenConnection, Transport};
+use crate::rpc;
+use crate::site::SiteState;
+use crate::transports::{OpenConnection, Transport};
 
 /// Largest WebSocket message accepted, in bytes.
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -75,7 +75,7 @@ async fn serve_socket(state: Arc<SiteState>, mut socket: WebSocket) {
 
 #[cfg(test)]
 mod tests {
-    use crate::demo::test_support::{send, TestSite, TEST_TIMEOUT};
+    use crate::test_support::{send, TestSite, TEST_TIMEOUT};
     use futures_util::{SinkExt, StreamExt};
     use serde_json::{json, Value};
     use tokio_tungstenite::tungstenite::Message as WsMessage;

@@ -11,7 +11,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::sync::oneshot;
 
-use super::site::DemoSite;
+use crate::site::DemoSite;
 
 /// Upper bound of every demo site test.
 pub(super) const TEST_TIMEOUT: Duration = Duration::from_secs(10);

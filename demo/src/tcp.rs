@@ -17,9 +17,9 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::rpc::{self, INVALID_REQUEST};
-use super::site::SiteState;
-use super::transports::{OpenConnection, Transport};
+use crate::rpc::{self, INVALID_REQUEST};
+use crate::site::SiteState;
+use crate::transports::{OpenConnection, Transport};
 
 /// Longest accepted line, in bytes, not counting the newline.
 pub(super) const MAX_LINE_BYTES: usize = 1 << 20;
@@ -159,7 +159,7 @@ async fn serve_connection(state: Arc<SiteState>, stream: TcpStream, peer: Socket
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::test_support::{send, TestSite, TEST_TIMEOUT};
+    use crate::test_support::{send, TestSite, TEST_TIMEOUT};
     use serde_json::json;
     use tokio::io::AsyncBufReadExt;
 

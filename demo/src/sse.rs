@@ -26,9 +26,9 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
-use super::rpc::{self, PARSE_ERROR};
-use super::site::{lock, SiteState};
-use super::transports::{OpenConnection, Transport};
+use crate::rpc::{self, PARSE_ERROR};
+use crate::site::{lock, SiteState};
+use crate::transports::{OpenConnection, Transport};
 
 /// Interval of the `: keep-alive` comment on idle streams.
 pub(super) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
@@ -149,7 +149,7 @@ pub(super) async fn post(
 
 #[cfg(test)]
 mod tests {
-    use crate::demo::test_support::{send, TestSite, TEST_TIMEOUT};
+    use crate::test_support::{send, TestSite, TEST_TIMEOUT};
     use axum::http::StatusCode;
     use http_body_util::{BodyExt, Empty};
     use hyper::body::{Bytes, Incoming};

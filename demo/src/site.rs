@@ -5,12 +5,12 @@
 //! HTTP router and the knobs used to make it misbehave on purpose ([`Mode`]).
 //! The site is a small but real MCP server speaking four transports, each in
 //! its own module, all answering through the same JSON-RPC dispatch
-//! ([`super::rpc`]):
+//! ([`crate::rpc`]):
 //!
-//! - Streamable HTTP (spec 2025-11-25) at `POST|DELETE /mcp` ([`super::streamable`]);
-//! - WebSocket at `GET /mcp/ws` ([`super::ws`]);
-//! - HTTP+SSE (spec 2024-11-05) at `GET|POST /mcp/sse` ([`super::sse`]);
-//! - newline-delimited JSON-RPC on an optional raw TCP listener ([`super::tcp`]).
+//! - Streamable HTTP (spec 2025-11-25) at `POST|DELETE /mcp` ([`crate::streamable`]);
+//! - WebSocket at `GET /mcp/ws` ([`crate::ws`]);
+//! - HTTP+SSE (spec 2024-11-05) at `GET|POST /mcp/sse` ([`crate::sse`]);
+//! - newline-delimited JSON-RPC on an optional raw TCP listener ([`crate::tcp`]).
 //!
 //! Other routes:
 //! - `GET /` returns a tiny `{"site":"NAME"}` body (for load benchmarks).
@@ -39,10 +39,10 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::sse::{self, SseSessions};
-use super::streamable::{self, Sessions};
-use super::transports::TransportStats;
-use super::{rpc, tcp, ws};
+use crate::sse::{self, SseSessions};
+use crate::streamable::{self, Sessions};
+use crate::transports::TransportStats;
+use crate::{rpc, tcp, ws};
 
 /// Header naming the demo site on every response.
 const SITE_HEADER: HeaderName = HeaderName::from_static("x-demo-site");
@@ -59,7 +59,7 @@ const DROP_PAUSE: Duration = Duration::from_millis(20);
 /// How a demo site misbehaves, set through its control endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Mode {
+pub(crate) enum Mode {
     /// Answer normally.
     Ok,
     /// Sleep `delay_ms` before answering (each HTTP request, WebSocket frame
@@ -94,8 +94,26 @@ pub struct DemoSite {
     pub tcp: Option<SocketAddr>,
 }
 
+/// Why a demo site's listeners could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen on {}{} (demo site): {source}", .http, or_tcp(.tcp))]
+pub struct BindError {
+    /// The HTTP address asked for.
+    pub http: SocketAddr,
+    /// The raw TCP address asked for, if any.
+    pub tcp: Option<SocketAddr>,
+    /// The OS error (or [`std::io::ErrorKind::InvalidInput`] for a name that cannot be an
+    /// HTTP header value).
+    pub source: std::io::Error,
+}
+
+/// ` or ADDR` when the site has a TCP listener (either of the two may be the one that failed).
+fn or_tcp(tcp: &Option<SocketAddr>) -> String {
+    tcp.map(|tcp| format!(" or {tcp}")).unwrap_or_default()
+}
+
 /// A demo site whose listeners are bound but which is not serving yet.
-pub struct BoundDemoSite {
+pub(crate) struct BoundDemoSite {
     listener: TcpListener,
     local_addr: SocketAddr,
     tcp_listener: Option<TcpListener>,
@@ -159,13 +177,28 @@ impl SiteState {
 }
 
 impl DemoSite {
+    /// Binds the listeners and serves in a task of the current tokio runtime for as long as
+    /// the runtime runs. Fails, before serving, when a listener cannot be bound.
+    pub async fn spawn(self) -> Result<(), BindError> {
+        let bound = self.bind().await?;
+        tokio::spawn(bound.serve(std::future::pending()));
+        Ok(())
+    }
+
     /// Binds the listeners (returns Err on bind failure, before serving) and
     /// returns a [`BoundDemoSite`] whose [`BoundDemoSite::serve`] serves until
     /// its `shutdown` future resolves.
     ///
     /// Also fails with [`std::io::ErrorKind::InvalidInput`] if `name` cannot be
     /// used as an HTTP header value.
-    pub async fn bind(self) -> std::io::Result<BoundDemoSite> {
+    pub(crate) async fn bind(self) -> Result<BoundDemoSite, BindError> {
+        let (http, tcp) = (self.http, self.tcp);
+        self.bind_listeners()
+            .await
+            .map_err(|source| BindError { http, tcp, source })
+    }
+
+    async fn bind_listeners(self) -> std::io::Result<BoundDemoSite> {
         let site_header = HeaderValue::from_str(&self.name).map_err(|_| {
             std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
@@ -216,12 +249,12 @@ impl DemoSite {
 
 impl BoundDemoSite {
     /// The HTTP listener's address (with the real port if 0 was asked).
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local_addr
     }
 
     /// The TCP listener's address, if the site has one.
-    pub fn local_tcp_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn local_tcp_addr(&self) -> Option<SocketAddr> {
         self.local_tcp_addr
     }
 
@@ -229,7 +262,7 @@ impl BoundDemoSite {
     /// listeners, releases hanging requests (they get a 503), ends SSE
     /// streams, WebSockets and TCP connections, and waits for open HTTP and
     /// TCP connections to finish.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
@@ -422,7 +455,7 @@ async fn control_post(State(state): State<Arc<SiteState>>, body: Bytes) -> Respo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::test_support::{send, TestSite, TEST_TIMEOUT};
+    use crate::test_support::{send, TestSite, TEST_TIMEOUT};
     use std::time::Instant;
 
     #[tokio::test]
@@ -553,18 +586,27 @@ mod tests {
             tcp: None,
         };
         let error = site.bind().await.err().expect("must fail");
-        assert_eq!(error.kind(), std::io::ErrorKind::InvalidInput);
+        assert_eq!(error.source.kind(), std::io::ErrorKind::InvalidInput);
     }
 
     #[tokio::test]
     async fn tcp_bind_failure_is_reported_before_serving() {
         let taken = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let tcp = taken.local_addr().expect("addr");
         let site = DemoSite {
             name: "delta".to_string(),
             http: SocketAddr::from(([127, 0, 0, 1], 0)),
-            tcp: Some(taken.local_addr().expect("addr")),
+            tcp: Some(tcp),
         };
         let error = site.bind().await.err().expect("must fail");
-        assert_eq!(error.kind(), std::io::ErrorKind::AddrInUse);
+        assert_eq!(error.source.kind(), std::io::ErrorKind::AddrInUse);
+        // The message `sitesteer demo-site` prints names both listeners.
+        let message = error.to_string();
+        assert!(
+            message.starts_with(&format!(
+                "cannot listen on 127.0.0.1:0 or {tcp} (demo site): "
+            )),
+            "{message}"
+        );
     }
 }

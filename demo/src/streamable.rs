@@ -3,7 +3,7 @@
 //! This module owns `POST /mcp` (one JSON-RPC message per request, answered
 //! as `application/json`), `DELETE /mcp` (ends a session), `GET /mcp` (405: no
 //! server-initiated stream) and the bounded table of `Mcp-Session-Id`
-//! sessions. The JSON-RPC handling itself lives in [`super::rpc`].
+//! sessions. The JSON-RPC handling itself lives in [`crate::rpc`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -16,9 +16,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::Value;
 
-use super::rpc::{self, Answer, Incoming, INVALID_REQUEST, PARSE_ERROR, SUPPORTED_VERSIONS};
-use super::site::{lock, SiteState};
-use super::transports::Transport;
+use crate::rpc::{self, Answer, Incoming, INVALID_REQUEST, PARSE_ERROR, SUPPORTED_VERSIONS};
+use crate::site::{lock, SiteState};
+use crate::transports::Transport;
 
 /// MCP session header (Streamable HTTP transport).
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -191,12 +191,12 @@ pub(super) async fn mcp_post(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::rpc::{INVALID_PARAMS, METHOD_NOT_FOUND};
-    use crate::demo::test_support::{send, TestSite, TEST_TIMEOUT};
+    use crate::rpc::{INVALID_PARAMS, METHOD_NOT_FOUND};
+    use crate::test_support::{send, TestSite, TEST_TIMEOUT};
     use serde_json::json;
     use std::net::SocketAddr;
 
-    use crate::demo::test_support::Reply;
+    use crate::test_support::Reply;
 
     async fn rpc(addr: SocketAddr, session: Option<&str>, body: Value) -> Reply {
         let headers: Vec<(&str, &str)> =

@@ -1,56 +1,44 @@
-//! Demo MCP sites: small, controllable MCP servers used to exercise the
-//! proxy's health probing and traffic steering in tests, demos and benchmarks,
-//! and `sitesteer demo`, which runs three of them behind the proxy.
-
-mod rpc;
-pub mod site;
-mod sse;
-mod streamable;
-mod tcp;
-#[cfg(test)]
-mod test_support;
-mod transports;
-mod ws;
+//! `sitesteer demo` and `sitesteer demo-site`, the command-line side of the demo sites (which
+//! live in the `sitesteer-demo` crate): their arguments, the built-in config of the demo and
+//! the front door started with it, the banner, and which exit code each failure gets.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::ExitCode;
 
 use clap::Args;
+use sitesteer_demo::{DemoSite, SiteError};
 
-use crate::cli::{runtime_result, EXIT_USAGE};
 use crate::server::{self, RunError};
-use site::DemoSite;
 
 /// Arguments of `sitesteer demo`.
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(super) struct DemoArgs {
     /// The proxy's HTTP listener.
     #[arg(long, default_value = "127.0.0.1:8080")]
-    pub http: SocketAddr,
+    pub(super) http: SocketAddr,
     /// The proxy's raw TCP listener (newline-delimited JSON-RPC).
     #[arg(long, default_value = "127.0.0.1:7000")]
-    pub tcp: SocketAddr,
+    pub(super) tcp: SocketAddr,
     /// The admin listener.
     #[arg(long, default_value = "127.0.0.1:9900")]
-    pub admin: SocketAddr,
+    pub(super) admin: SocketAddr,
     /// First port of the three demo sites (on 127.0.0.1); their TCP ports start 100 above.
     #[arg(long, default_value_t = 18101)]
-    pub site_base_port: u16,
+    pub(super) site_base_port: u16,
 }
 
 /// Arguments of the hidden `sitesteer demo-site`.
 #[derive(Debug, Args)]
-pub struct DemoSiteArgs {
+pub(super) struct DemoSiteArgs {
     /// Site name (returned in `x-demo-site`).
     #[arg(long)]
-    pub name: String,
+    pub(super) name: String,
     /// HTTP listener (Streamable HTTP at /mcp, WebSocket at /mcp/ws, HTTP+SSE at /mcp/sse).
     #[arg(long)]
-    pub http: SocketAddr,
+    pub(super) http: SocketAddr,
     /// Optional raw TCP listener (newline-delimited JSON-RPC).
     #[arg(long)]
-    pub tcp: Option<SocketAddr>,
+    pub(super) tcp: Option<SocketAddr>,
 }
 
 /// The demo sites: (name, region, tier).
@@ -61,7 +49,7 @@ const SITES: [(&str, &str, u8); 3] = [
 ];
 
 /// The config the demo runs with; its state and session key live in `state_dir`.
-pub fn demo_config_text(args: &DemoArgs, state_dir: &Path) -> String {
+fn demo_config_text(args: &DemoArgs, state_dir: &Path) -> String {
     let mut text = format!(
         "state_file = \"{state}/state.json\"\n\n[listen]\nhttp = \"{}\"\ntcp = \"{}\"\nadmin = \"{}\"\n\n\
          [proxy]\nsession_key_file = \"{state}/session.key\"\n\n[health]\nrise = 2\nfall = 2\n\n\
@@ -89,17 +77,34 @@ fn site_ports(args: &DemoArgs, i: usize) -> (u16, u16) {
     (http, http.saturating_add(100))
 }
 
-/// `sitesteer demo`.
-pub fn run(args: DemoArgs) -> ExitCode {
+/// Why `sitesteer demo` did not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum DemoError {
+    /// The built-in config did not validate.
+    #[error("the demo config is invalid: {0}")]
+    Config(#[source] sitesteer_config::ConfigErrors),
+    /// The front door (or a demo site, started on its control runtime) failed.
+    #[error(transparent)]
+    Run(#[from] RunError),
+}
+
+impl DemoError {
+    /// The process exit code of this failure.
+    pub(super) fn exit_code(&self) -> u8 {
+        match self {
+            DemoError::Config(_) => crate::exit::EXIT_USAGE,
+            DemoError::Run(_) => crate::exit::EXIT_RUNTIME,
+        }
+    }
+}
+
+/// `sitesteer demo`: three demo sites behind the front door, on the built-in config, until
+/// the front door stops.
+pub(super) fn run(args: DemoArgs) -> Result<(), DemoError> {
     let state_dir = std::env::temp_dir().join(format!("sitesteer-demo-{}", std::process::id()));
     let text = demo_config_text(&args, &state_dir);
-    let config = match sitesteer_config::parse(&text, "<demo>", Path::new(".")) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("sitesteer: the demo config is invalid: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
+    let config =
+        sitesteer_config::parse(&text, "<demo>", Path::new(".")).map_err(DemoError::Config)?;
     let sites: Vec<DemoSite> = SITES
         .iter()
         .enumerate()
@@ -113,22 +118,17 @@ pub fn run(args: DemoArgs) -> ExitCode {
         })
         .collect();
     print_banner(&args, &sites);
-    runtime_result(server::run(
-        config,
-        server::Origin { path: None },
-        || async move {
-            for site in sites {
-                let addr = site.http;
-                let bound = site.bind().await.map_err(|source| RunError::Bind {
-                    addr,
-                    what: "demo site",
-                    source,
-                })?;
-                tokio::spawn(bound.serve(std::future::pending()));
-            }
-            Ok(())
-        },
-    ))
+    server::run(config, server::Origin { path: None }, || async move {
+        for site in sites {
+            site.spawn().await.map_err(|e| RunError::Bind {
+                addr: e.http,
+                what: "demo site",
+                source: e.source,
+            })?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 fn print_banner(args: &DemoArgs, sites: &[DemoSite]) {
@@ -168,40 +168,11 @@ fn print_banner(args: &DemoArgs, sites: &[DemoSite]) {
     println!("\nCtrl-C stops the demo.\n");
 }
 
-/// `sitesteer demo-site`: one demo site in its own process.
-pub fn run_site(args: DemoSiteArgs) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return runtime_result(Err(format!("cannot start the runtime: {e}"))),
-    };
-    let addr = args.http;
-    let tcp = args.tcp;
-    let result = runtime.block_on(async move {
-        let bound = DemoSite {
-            name: args.name,
-            http: addr,
-            tcp,
-        }
-        .bind()
-        .await
-        .map_err(|e| match tcp {
-            Some(tcp) => format!("cannot listen on {addr} or {tcp} (demo site): {e}"),
-            None => format!("cannot listen on {addr} (demo site): {e}"),
-        })?;
-        println!("demo site listening on {}", bound.local_addr());
-        if let Some(tcp) = bound.local_tcp_addr() {
-            println!("demo site tcp listening on {tcp}");
-        }
-        bound
-            .serve(async {
-                let _ = tokio::signal::ctrl_c().await;
-            })
-            .await
-            .map_err(|e| format!("demo site stopped: {e}"))
-    });
-    runtime_result(result)
+/// `sitesteer demo-site`: one demo site in its own process, until Ctrl-C.
+pub(super) fn run_site(args: DemoSiteArgs) -> Result<(), SiteError> {
+    sitesteer_demo::run_site(DemoSite {
+        name: args.name,
+        http: args.http,
+        tcp: args.tcp,
+    })
 }
