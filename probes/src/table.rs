@@ -185,16 +185,7 @@ impl HealthTable {
     /// [`PassiveCounts`] of this generation): the same as folding `count` passive `Ok`
     /// observations at `at`, evaluated once. Returns whether a published state changed.
     pub fn fold_passive_ok(&mut self, site: usize, count: u64, at: Instant) -> bool {
-        let Some(entry) = self.entries.get_mut(site) else {
-            return false;
-        };
-        if count == 0 {
-            return false;
-        }
-        for _ in 0..count {
-            entry.window.record(at, false, true);
-        }
-        self.evaluate(site, at)
+        self.fold_passive_batch(site, count, at, None)
     }
 
     /// Folds `count` failed proxied requests to `site` that the data plane counted instead of
@@ -207,6 +198,18 @@ impl HealthTable {
         count: u64,
         at: Instant,
     ) -> bool {
+        self.fold_passive_batch(site, count, at, Some(failure))
+    }
+
+    /// Records `count` passive outcomes of `site` at `at` (successes, or `failure`s) and
+    /// evaluates the site once.
+    fn fold_passive_batch(
+        &mut self,
+        site: usize,
+        count: u64,
+        at: Instant,
+        failure: Option<Failure>,
+    ) -> bool {
         let Some(entry) = self.entries.get_mut(site) else {
             return false;
         };
@@ -214,9 +217,11 @@ impl HealthTable {
             return false;
         }
         for _ in 0..count {
-            entry.window.record(at, false, false);
+            entry.window.record(at, false, failure.is_none());
         }
-        entry.health.passive_failure(failure, at);
+        if let Some(failure) = failure {
+            entry.health.passive_failure(failure, at);
+        }
         self.evaluate(site, at)
     }
 

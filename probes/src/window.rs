@@ -166,12 +166,6 @@ impl Latency {
         let rank = ((sorted.len() as f64) * 0.99).ceil() as usize;
         sorted[rank.clamp(1, sorted.len()) - 1]
     }
-
-    /// Recent samples, oldest first (for sparklines).
-    pub fn recent(&self, n: usize) -> Vec<f64> {
-        let skip = self.samples.len().saturating_sub(n);
-        self.samples.iter().skip(skip).copied().collect()
-    }
 }
 
 #[cfg(test)]
