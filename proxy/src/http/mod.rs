@@ -86,8 +86,6 @@ impl HttpProxy {
 pub struct RequestState {
     /// The request's attempts at sites, and the Snapshot of the current one.
     attempts: Attempts,
-    /// Whether the request was routed (a route matched and its snapshot holds).
-    routed: bool,
     upstream_started: Option<Instant>,
     affinity: Option<Affinity>,
     long_lived: Option<Transport>,
@@ -124,7 +122,6 @@ impl RequestState {
     fn new(published: Arc<steer::Published>) -> Self {
         Self {
             attempts: Attempts::new(EndpointKind::Http, published),
-            routed: false,
             upstream_started: None,
             affinity: None,
             long_lived: None,
@@ -264,7 +261,7 @@ impl HttpProxy {
     /// Marks a site's answer for the client: `x-sitesteer-site`, and the site's MCP session
     /// id signed into sitesteer's own. `false` when no site served.
     fn label_answer(&self, ctx: &RequestState, answer: &mut ResponseHeader) -> Result<bool> {
-        let (Some(id), true) = (ctx.site(), ctx.routed) else {
+        let Some(id) = ctx.site() else {
             return Ok(false);
         };
         let snap = ctx.snapshot();
@@ -402,7 +399,6 @@ impl ProxyHttp for HttpProxy {
             Ok(None) => {}
         }
         let held = snapshot.config.proxy.retry_buffer_bytes;
-        ctx.routed = true;
         if session.req_header().method == http::Method::POST {
             session.as_mut().enable_retry_buffering();
         }
@@ -681,9 +677,10 @@ impl ProxyHttp for HttpProxy {
         };
         // The site's series are cached per config generation: no label hashing and no
         // allocation per request.
+        // A site is chosen only for a routed request.
         let handles = ctx
-            .routed
-            .then(|| self.metrics.site_handles(ctx.snapshot()));
+            .site()
+            .map(|_| self.metrics.site_handles(ctx.snapshot()));
         let handle = handles.as_deref().and_then(|h| h.get(ctx.site()?));
         let site = handle.map_or("-", SiteHandle::name);
         match handle {

@@ -59,6 +59,15 @@ impl Rig {
     }
 }
 
+/// Two sites, both in `state`.
+fn two_sites_in(state: SiteState) -> Snapshot {
+    let mut snap = snapshot(&[(1, 1, "a"), (1, 1, "a")]);
+    for s in &mut snap.sites {
+        s.state = state;
+    }
+    snap
+}
+
 /// Tries every site the loop offers, failing each; returns how many were tried.
 fn fail_all(rig: &Rig, attempts: &mut Attempts) -> (usize, NoSite) {
     let mut made = 0;
@@ -141,11 +150,7 @@ fn a_blackholed_site_is_a_failed_connect_that_uses_the_budget() {
 
 #[test]
 fn with_no_site_to_take_it_a_request_is_unroutable_once() {
-    let mut snap = snapshot(&[(1, 1, "a"), (1, 1, "a")]);
-    for s in &mut snap.sites {
-        s.state = SiteState::Maintenance;
-    }
-    let rig = Rig::new(snap);
+    let rig = Rig::new(two_sites_in(SiteState::Maintenance));
     let mut attempts = rig.attempts();
     assert_eq!(attempts.next(&rig.steering, None), Err(NoSite::Unroutable));
     assert_eq!(rig.metrics.unroutable.get(), 1);
@@ -176,11 +181,7 @@ fn a_lost_session_is_not_retried_elsewhere() {
 
 #[test]
 fn panic_decisions_and_the_gauge_follow_the_snapshot() {
-    let mut snap = snapshot(&[(1, 1, "a"), (1, 1, "a")]);
-    for s in &mut snap.sites {
-        s.state = SiteState::Down;
-    }
-    let rig = Rig::new(snap);
+    let rig = Rig::new(two_sites_in(SiteState::Down));
     assert_eq!(rig.panic_mode.get(), 1);
     let mut attempts = rig.attempts();
     assert_eq!(
