@@ -14,7 +14,8 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    binary, free_port, get, request, wait_until, Answer, DemoSite, Proc, Sitesteer, TempDir,
+    binary, free_port, get, put_weight, request, wait_until, Answer, DemoSite, Proc, Sitesteer,
+    TempDir,
 };
 
 const PROBES: &str =
@@ -153,19 +154,6 @@ async fn restart(s: Sitesteer) -> Sitesteer {
         s.log()
     );
     s
-}
-
-async fn put_weight(admin: SocketAddr, site: &str, weight: u32) -> Answer {
-    let body = format!("{{\"weight\":{weight}}}");
-    request(
-        admin,
-        Method::PUT,
-        &format!("/api/v1/sites/{site}/weight"),
-        &[("content-type", "application/json")],
-        Some(body),
-    )
-    .await
-    .expect("admin API answers")
 }
 
 async fn post(admin: SocketAddr, path: &str) -> Answer {

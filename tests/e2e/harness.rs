@@ -257,6 +257,20 @@ pub async fn request(
         .map_err(|_| "timeout".to_string())?
 }
 
+/// `PUT /api/v1/sites/{site}/weight` on the admin listener `admin`.
+pub async fn put_weight(admin: SocketAddr, site: &str, weight: u32) -> Answer {
+    let body = format!("{{\"weight\":{weight}}}");
+    request(
+        admin,
+        Method::PUT,
+        &format!("/api/v1/sites/{site}/weight"),
+        &[("content-type", "application/json")],
+        Some(body),
+    )
+    .await
+    .expect("admin API answers")
+}
+
 /// `GET path`.
 pub async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
     request(addr, Method::GET, path, &[], None).await

@@ -15,7 +15,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 
-use crate::harness::{free_port, get, request};
+use crate::harness::{free_port, get, put_weight, request};
 use crate::restart::Front;
 use crate::tls::Pki;
 
@@ -128,15 +128,7 @@ async fn a_reload_refused_at_the_state_file_write_keeps_the_old_config_and_certi
     assert_eq!(served, der_of(&cert_a), "certificate A is served at start");
 
     // An override of bravo, so that a reload that removes bravo must write the state file.
-    let r = request(
-        front.admin,
-        Method::PUT,
-        "/api/v1/sites/bravo/weight",
-        &[("content-type", "application/json")],
-        Some(json!({"weight": 7}).to_string()),
-    )
-    .await
-    .expect("set weight");
+    let r = put_weight(front.admin, "bravo", 7).await;
     assert_eq!(r.status, 200, "{}", r.short_body());
     let (before, generation) = sites_shown(front.admin).await;
 
@@ -223,15 +215,7 @@ async fn an_unreadable_saved_incident_is_reported_at_start_and_kept() {
     );
 
     // An operator action saves the state file before it is answered.
-    let r = request(
-        front.admin,
-        Method::PUT,
-        "/api/v1/sites/alpha/weight",
-        &[("content-type", "application/json")],
-        Some(json!({"weight": 5}).to_string()),
-    )
-    .await
-    .expect("set weight");
+    let r = put_weight(front.admin, "alpha", 5).await;
     assert_eq!(r.status, 200, "{}", r.short_body());
     let file: Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("state file")).expect("JSON");
