@@ -59,9 +59,11 @@ test: deps venv
 	@# so that a 2-core machine is not shared by several of them (unit tests are quick anyway).
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=1
 
+## Formatting, clippy, and the architecture check: no module dependency cycle in any crate.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test -q -p sitesteer-lint
 
 ## Failover benchmark against HAProxy (see BENCHMARKS.md).
 failover-bench: deps

@@ -16,8 +16,10 @@
 pub mod framing;
 mod rpc;
 mod run;
+mod sessions;
 mod site;
 mod sse;
+mod state;
 mod streamable;
 mod tcp;
 #[cfg(test)]

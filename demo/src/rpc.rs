@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 
-use crate::site::{Mode, SiteState};
+use crate::state::{Mode, SiteState};
 
 /// Protocol versions this server speaks; the first one is preferred.
 pub(super) const SUPPORTED_VERSIONS: [&str; 4] =

@@ -23,7 +23,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -34,15 +34,16 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::sse::{self, SseSessions};
-use crate::streamable::{self, Sessions};
+use crate::sessions::{Sessions, SseSessions};
+use crate::state::{lock, Control, Mode, SiteState};
 use crate::transports::TransportStats;
 use crate::{rpc, tcp, ws};
+use crate::{sse, streamable};
 
 /// Header naming the demo site on every response.
 const SITE_HEADER: HeaderName = HeaderName::from_static("x-demo-site");
@@ -55,32 +56,6 @@ const DROP_PROMISED_BYTES: usize = 1024;
 /// How long [`Mode::Drop`] waits after the first bytes before cutting the
 /// connection, so that the headers and those bytes are on the wire first.
 const DROP_PAUSE: Duration = Duration::from_millis(20);
-
-/// How a demo site misbehaves, set through its control endpoint.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub(crate) enum Mode {
-    /// Answer normally.
-    Ok,
-    /// Sleep `delay_ms` before answering (each HTTP request, WebSocket frame
-    /// or TCP line).
-    Slow,
-    /// Answer 500 with a JSON body; WebSocket and TCP messages get a JSON-RPC
-    /// error -32000 "injected failure".
-    Error,
-    /// Never answer; the request stays open until the client gives up or the
-    /// site shuts down (then it gets a 503). Open WebSockets and TCP
-    /// connections stay open but stop answering.
-    Hang,
-    /// HTTP looks fine (`/health` answers 200) but every MCP request gets a
-    /// malformed JSON-RPC answer: what an `mcp` probe must catch and an `http`
-    /// probe cannot.
-    Badrpc,
-    /// Close connections mid-response: an HTTP answer gets its headers and
-    /// the first bytes of its body, then the connection is cut; WebSocket and
-    /// TCP connections are closed on their next message.
-    Drop,
-}
 
 /// Configuration of one demo site: its name and the addresses to listen on.
 #[derive(Clone, Debug)]
@@ -123,57 +98,11 @@ pub(crate) struct BoundDemoSite {
     shutdown_tx: watch::Sender<bool>,
 }
 
-/// Current control settings, as read and written through `/control`.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub(super) struct Control {
-    pub(super) mode: Mode,
-    pub(super) delay_ms: u64,
-}
-
 /// Body accepted by `POST /control`.
 #[derive(Debug, Deserialize)]
 struct ControlRequest {
     mode: Mode,
     delay_ms: Option<u64>,
-}
-
-/// Shared state of one site, used by every transport.
-pub(super) struct SiteState {
-    pub(super) name: String,
-    site_header: HeaderValue,
-    root_body: Bytes,
-    health_body: Bytes,
-    control: Mutex<Control>,
-    /// Streamable HTTP sessions.
-    pub(super) sessions: Mutex<Sessions>,
-    /// HTTP+SSE streams by session id.
-    pub(super) sse: Mutex<SseSessions>,
-    /// The `increment` tool's counter.
-    pub(super) counter: AtomicU64,
-    /// Messages and open connections per transport.
-    pub(super) transports: Arc<TransportStats>,
-    shutdown_rx: watch::Receiver<bool>,
-}
-
-/// Locks a mutex, recovering the data if a previous holder panicked.
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl SiteState {
-    /// The current mode and delay.
-    pub(super) fn control(&self) -> Control {
-        *lock(&self.control)
-    }
-
-    /// Resolves once the site is shutting down (or the server is gone).
-    pub(super) async fn shutting_down(&self) {
-        let mut rx = self.shutdown_rx.clone();
-        // An Err means the sender is gone, which also means shutdown.
-        let _ = rx.wait_for(|down| *down).await;
-    }
 }
 
 impl DemoSite {

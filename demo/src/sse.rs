@@ -9,7 +9,6 @@
 //! table of open streams. A stream's session is forgotten as soon as its
 //! client disconnects or the site shuts down.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,21 +26,14 @@ use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 use crate::rpc::{self, PARSE_ERROR};
-use crate::site::{lock, SiteState};
+use crate::sessions::MAX_SSE_SESSIONS;
+use crate::state::{lock, SiteState};
 use crate::transports::{OpenConnection, Transport};
 
 /// Interval of the `: keep-alive` comment on idle streams.
 pub(super) const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
-/// Maximum number of open SSE streams per site; more are refused with 503.
-const MAX_SSE_SESSIONS: usize = 10_000;
 /// Responses queued for one stream before POSTs to it are refused with 503.
 const STREAM_BACKLOG: usize = 64;
-
-/// Open SSE streams: where to deliver the responses of each session.
-#[derive(Default)]
-pub(super) struct SseSessions {
-    by_id: HashMap<String, mpsc::Sender<Value>>,
-}
 
 /// Query of `POST /mcp/sse`.
 #[derive(Debug, Deserialize)]

@@ -5,7 +5,6 @@
 //! server-initiated stream) and the bounded table of `Mcp-Session-Id`
 //! sessions. The JSON-RPC handling itself lives in [`crate::rpc`].
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -17,58 +16,14 @@ use axum::Json;
 use serde_json::Value;
 
 use crate::rpc::{self, Answer, Incoming, INVALID_REQUEST, PARSE_ERROR, SUPPORTED_VERSIONS};
-use crate::site::{lock, SiteState};
+use crate::state::{lock, SiteState};
 use crate::transports::Transport;
 
 /// MCP session header (Streamable HTTP transport).
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// MCP protocol version header sent by clients after initialization.
 const PROTOCOL_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
-/// Maximum number of live sessions per site; the oldest is evicted beyond it.
-const MAX_SESSIONS: usize = 10_000;
-/// Implementation-defined server error used for unknown sessions.
 const SESSION_NOT_FOUND: i64 = -32001;
-
-/// Sessions in creation order, bounded to [`MAX_SESSIONS`].
-#[derive(Default)]
-pub(super) struct Sessions {
-    next_seq: u64,
-    by_id: HashMap<String, u64>,
-    by_age: BTreeMap<u64, String>,
-}
-
-impl Sessions {
-    /// Records a new session, evicting the oldest ones if the map is full.
-    fn insert(&mut self, id: String) {
-        while self.by_id.len() >= MAX_SESSIONS {
-            let Some((_, oldest)) = self.by_age.pop_first() else {
-                break;
-            };
-            self.by_id.remove(&oldest);
-        }
-        let seq = self.next_seq;
-        self.next_seq = self.next_seq.wrapping_add(1);
-        if let Some(previous) = self.by_id.insert(id.clone(), seq) {
-            self.by_age.remove(&previous);
-        }
-        self.by_age.insert(seq, id);
-    }
-
-    fn contains(&self, id: &str) -> bool {
-        self.by_id.contains_key(id)
-    }
-
-    /// Forgets a session; returns whether it existed.
-    fn remove(&mut self, id: &str) -> bool {
-        match self.by_id.remove(id) {
-            Some(seq) => {
-                self.by_age.remove(&seq);
-                true
-            }
-            None => false,
-        }
-    }
-}
 
 /// A JSON-RPC body with the given HTTP status.
 fn json_response(status: StatusCode, body: Value) -> Response {
@@ -323,20 +278,5 @@ mod tests {
         })
         .await
         .expect("test timed out");
-    }
-
-    #[test]
-    fn sessions_are_bounded() {
-        let mut sessions = Sessions::default();
-        for i in 0..(MAX_SESSIONS + 5) {
-            sessions.insert(format!("s{i}"));
-        }
-        assert_eq!(sessions.by_id.len(), MAX_SESSIONS);
-        assert_eq!(sessions.by_age.len(), MAX_SESSIONS);
-        assert!(!sessions.contains("s0"));
-        assert!(!sessions.contains("s4"));
-        assert!(sessions.contains("s5"));
-        assert!(sessions.remove("s5"));
-        assert!(!sessions.remove("s5"));
     }
 }

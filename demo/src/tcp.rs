@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::rpc::{self, INVALID_REQUEST};
-use crate::site::SiteState;
+use crate::state::SiteState;
 use crate::transports::{OpenConnection, Transport};
 
 /// Longest accepted line, in bytes, not counting the newline.

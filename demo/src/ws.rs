@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::response::Response;
 
 use crate::rpc;
-use crate::site::SiteState;
+use crate::state::SiteState;
 use crate::transports::{OpenConnection, Transport};
 
 /// Largest WebSocket message accepted, in bytes.

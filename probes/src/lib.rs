@@ -9,15 +9,17 @@
 pub mod observation;
 pub mod overrides;
 pub mod owner;
+pub mod passive;
 pub mod probe;
 pub mod snapshot;
 pub mod state;
 pub mod table;
 pub mod window;
 
-pub use observation::{Failure, Observation, PassiveReporter, SiteId, Source};
+pub use observation::{Failure, Observation, SiteId, Source};
 pub use overrides::{Overrides, SiteOverride};
 pub use owner::{start, HealthHandle, Hooks, Observer, OnPublish, OwnerGone};
+pub use passive::PassiveReporter;
 pub use snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 pub use state::Health;
 pub use table::{score, HealthTable, StateChange};

@@ -10,8 +10,9 @@ use sitesteer_config::Config;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::observation::{Observation, PassiveReporter, Source};
+use crate::observation::{Observation, Source};
 use crate::overrides::Overrides;
+use crate::passive::PassiveReporter;
 use crate::probe;
 use crate::snapshot::Snapshot;
 use crate::table::{HealthTable, StateChange};
