@@ -54,7 +54,7 @@ test: browser
 
 ## The whole test suite: unit, property and end-to-end tests.
 test: deps venv
-	$(CARGO) build --workspace --bins
+	@# The e2e suite is a test target of the sitesteer package: cargo builds the binary for it.
 	@# End-to-end tests start real processes and measure sub-second timings: one at a time,
 	@# so that a 2-core machine is not shared by several of them (unit tests are quick anyway).
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=1
@@ -98,7 +98,7 @@ chaos: deps
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 	$(CARGO) build --release -p sitesteer
-	$(CARGO) build --release -p sitesteer-e2e --example chaos
+	$(CARGO) build --release -p sitesteer-test-support --example chaos
 	SITESTEER_BIN=$(CURDIR)/target/release/sitesteer ./target/release/examples/chaos
 
 clean:

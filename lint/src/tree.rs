@@ -177,7 +177,11 @@ pub fn workspace_crate_roots(workspace: &Path) -> Result<Vec<PathBuf>, Error> {
         let member_manifest = dir.join("Cargo.toml");
         let text = fs::read_to_string(&member_manifest)
             .map_err(|e| Error::Read(member_manifest.clone(), e))?;
-        roots.extend(target_paths(&text).into_iter().map(|p| dir.join(p)));
+        roots.extend(
+            target_paths(&text)
+                .into_iter()
+                .map(|p| lexical(&dir.join(p))),
+        );
         for auto in ["src/lib.rs", "src/main.rs"] {
             roots.push(dir.join(auto));
         }
@@ -192,6 +196,21 @@ pub fn workspace_crate_roots(workspace: &Path) -> Result<Vec<PathBuf>, Error> {
     roots.sort();
     roots.dedup();
     Ok(roots)
+}
+
+/// `path` with `a/..` pairs folded away (a target of one member may live in another's folder:
+/// `path = "../tests/e2e/main.rs"`), so that each root file is counted once.
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in path.components() {
+        match part {
+            std::path::Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn rust_files_in(dir: &Path) -> io::Result<Vec<PathBuf>> {

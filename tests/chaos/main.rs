@@ -8,7 +8,7 @@
 //! the workspace root; `-` prints only), `SITESTEER_BIN` (the binary under test;
 //! `make chaos` points it at the release build).
 
-mod kit;
+use sitesteer_test_support::chaos as kit;
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -204,7 +204,7 @@ async fn main() {
     let _ = writeln!(
         section,
         "Command: `make chaos` (`SITESTEER_BIN=target/release/sitesteer cargo run --release -p \
-         sitesteer-e2e --example chaos`), parts `{parts}`, fault hold {} ms, soak {soak_secs} s.\n\n\
+         sitesteer-test-support --example chaos`), parts `{parts}`, fault hold {} ms, soak {soak_secs} s.\n\n\
          Machine: {machine}\n",
         hold.as_millis()
     );

@@ -504,7 +504,7 @@ async fn a_drain_lets_an_open_websocket_finish_while_new_traffic_moves() {
 async fn writes_need_the_token_when_one_is_configured() {
     let port = free_port();
     let _a = DemoSite::start("a", port).await;
-    let dir = crate::harness::TempDir::new("token");
+    let dir = crate::harness::Scratch::new("token");
     let token_file = dir.0.join("admin.token");
     std::fs::write(&token_file, "s3cret-token\n").expect("token");
     let body = format!(
@@ -555,7 +555,7 @@ async fn writes_need_the_token_when_one_is_configured() {
 
 #[test]
 fn a_public_admin_listener_without_a_token_is_refused() {
-    let dir = crate::harness::TempDir::new("public");
+    let dir = crate::harness::Scratch::new("public");
     let config = dir.0.join("c.toml");
     std::fs::write(&config, "[listen]\nadmin = \"0.0.0.0:9900\"\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n").expect("config");
     let out = Command::new(binary())

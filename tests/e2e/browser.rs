@@ -4,21 +4,21 @@
 //! in `build/artifacts/`. `make browser` installs Chromium and the pinned npm packages.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::harness::{free_port, site_tables, DemoSite, Sitesteer, TempDir};
+use crate::harness::{free_port, site_tables, DemoSite, Scratch, Sitesteer};
 
 const TOKEN: &str = "browser-test-token";
 /// The whole browser run (Chromium start, every check, screenshots).
 const LIMIT: Duration = Duration::from_secs(120);
 
 fn browser_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("browser")
+    sitesteer_test_support::workspace_root().join("tests/browser")
 }
 
 fn chromium() -> PathBuf {
@@ -77,7 +77,7 @@ async fn the_status_page_follows_a_failure_live_and_drains_from_a_click() {
     let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
     let mut a = DemoSite::start("a", ports[0]).await;
     let _b = DemoSite::start("b", ports[1]).await;
-    let secrets = TempDir::new("browser-token");
+    let secrets = Scratch::new("browser-token");
     let token_file = secrets.0.join("admin.token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).expect("token file");
     // Lenient probes: a loaded machine must not make a site flap before the test kills it.

@@ -5,8 +5,7 @@
 //! never fail where a proxy can rescue them, traffic moves, nothing leaks, steering never
 //! flaps faster than rise/fall allow. Then a short soak: RSS stays flat.
 
-#[path = "../chaos/kit/mod.rs"]
-pub mod kit;
+use sitesteer_test_support::chaos as kit;
 
 use std::time::Duration;
 
@@ -39,7 +38,15 @@ const CHECKS: Checks = Checks {
 
 /// Held by each load-heavy test of this suite, so that they never share the machine with
 /// one another (each measures timings that a second load on 2 cores would distort).
-pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Starts a load-heavy test: waits for the machine (see [`HEAVY`]) and points the chaos kit
+/// at the binary under test.
+pub async fn heavy_test() -> tokio::sync::MutexGuard<'static, ()> {
+    let serial = HEAVY.lock().await;
+    crate::harness::binary();
+    serial
+}
 
 /// Writes straight to the test process's stderr (libtest does not capture it), so the
 /// figures show in `make test` output.
@@ -52,7 +59,7 @@ pub fn say(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_every_fault_under_mixed_load_loses_no_retriable_request_and_leaks_nothing() {
-    let _serial = HEAVY.lock().await;
+    let _serial = heavy_test().await;
     let spec = RunSpec {
         load: LOAD,
         timing: Timing {
@@ -178,7 +185,7 @@ async fn chaos_every_fault_under_mixed_load_loses_no_retriable_request_and_leaks
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_soak_keeps_rss_and_fds_flat() {
-    let _serial = HEAVY.lock().await;
+    let _serial = heavy_test().await;
     let soak = tokio::time::timeout(
         Duration::from_secs(90),
         suite::soak(

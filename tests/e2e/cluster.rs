@@ -14,8 +14,8 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    binary, free_port, get, put_weight, request, wait_until, Answer, DemoSite, Proc, Sitesteer,
-    TempDir,
+    binary, free_port, get, put_weight, request, wait_until, Answer, DemoSite, Proc, Scratch,
+    Sitesteer,
 };
 
 const PROBES: &str =
@@ -54,7 +54,7 @@ fn etcd_binary() -> PathBuf {
 struct Etcd {
     client: SocketAddr,
     peer: SocketAddr,
-    dir: TempDir,
+    dir: Scratch,
     proc: Option<Proc>,
 }
 
@@ -63,7 +63,7 @@ impl Etcd {
         let mut etcd = Self {
             client: SocketAddr::from(([127, 0, 0, 1], free_port())),
             peer: SocketAddr::from(([127, 0, 0, 1], free_port())),
-            dir: TempDir::new("etcd"),
+            dir: Scratch::new("etcd"),
             proc: None,
         };
         etcd.run().await;

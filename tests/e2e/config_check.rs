@@ -2,10 +2,10 @@
 
 use std::process::Command;
 
-use crate::harness::{binary, TempDir};
+use crate::harness::{binary, Scratch};
 
 fn check(text: &str) -> (i32, String, String) {
-    let dir = TempDir::new("check");
+    let dir = Scratch::new("check");
     let path = dir.0.join("c.toml");
     std::fs::write(&path, text).expect("write");
     let out = Command::new(binary())
@@ -22,8 +22,7 @@ fn check(text: &str) -> (i32, String, String) {
 
 #[test]
 fn the_shipped_example_passes_check() {
-    let example =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/sitesteer.toml");
+    let example = sitesteer_test_support::workspace_root().join("examples/sitesteer.toml");
     let out = Command::new(binary())
         .args(["check", "-c"])
         .arg(example)
@@ -54,7 +53,7 @@ fn a_broken_config_is_refused_with_every_key_path_and_line() {
 
 #[test]
 fn run_refuses_a_broken_config_and_exits_1() {
-    let dir = TempDir::new("run");
+    let dir = Scratch::new("run");
     let path = dir.0.join("c.toml");
     std::fs::write(&path, "[listen]\nhttp = 8080\n").expect("write");
     let out = Command::new(binary())

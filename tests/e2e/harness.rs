@@ -1,12 +1,10 @@
 //! The e2e harness: real `sitesteer` and demo-site processes on 127.0.0.1, a tiny HTTP
 //! client, and bounded waits. Every process is killed when its handle drops.
-// Shared by every test module; not every module uses every helper.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -15,47 +13,15 @@ use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
-/// The kit the chaos suite shares with these tests: one answer type, one port picker.
-pub use crate::chaos::kit::client::Answer;
-pub use crate::chaos::kit::lab::free_port;
+/// What every suite shares: one answer type, one port picker, scratch folders, bounded waits.
+pub use sitesteer_test_support::chaos::client::Answer;
+pub use sitesteer_test_support::{free_port, wait_until, Scratch};
 
-/// The `sitesteer` binary under test (`SITESTEER_BIN`, else the workspace's debug build).
+/// The `sitesteer` binary under test: the one cargo built for this suite
+/// (`CARGO_BIN_EXE_sitesteer`), unless `SITESTEER_BIN` names another. Registers it with the
+/// support crate, so that the chaos kit starts the same one.
 pub fn binary() -> PathBuf {
-    if let Ok(bin) = std::env::var("SITESTEER_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/sitesteer");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p sitesteer` first (make test does)",
-        bin.display()
-    );
-    bin
-}
-
-/// A scratch folder removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    /// A new, empty folder under the system temp dir.
-    pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sitesteer-e2e-{tag}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        Self(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+    sitesteer_test_support::use_sitesteer_bin(env!("CARGO_BIN_EXE_sitesteer"))
 }
 
 /// A child process killed on drop.
@@ -91,8 +57,6 @@ impl Drop for Proc {
 
 /// One demo site process.
 pub struct DemoSite {
-    /// Its name.
-    pub name: String,
     /// Its address.
     pub addr: SocketAddr,
     /// The process.
@@ -110,7 +74,6 @@ impl DemoSite {
             .spawn()
             .expect("spawn demo site");
         let site = Self {
-            name: name.to_string(),
             addr,
             proc: Proc { child },
         };
@@ -141,14 +104,14 @@ pub struct Sitesteer {
     /// The process.
     pub proc: Proc,
     /// Where its config lives.
-    pub dir: TempDir,
+    pub dir: Scratch,
 }
 
 impl Sitesteer {
     /// Writes `[listen]` plus `body` to a config file and runs sitesteer on it, waiting until
     /// the admin API and the proxy answer.
     pub async fn start(body: &str) -> Self {
-        let dir = TempDir::new("proxy");
+        let dir = Scratch::new("proxy");
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let text = format!("[listen]\nhttp = \"{http}\"\nadmin = \"{admin}\"\n\n{body}");
@@ -295,22 +258,6 @@ pub async fn mcp(
     request(addr, Method::POST, "/mcp", &headers, Some(body)).await
 }
 
-/// Polls `check` every 10 ms until it is true or `limit` passes; returns the time it took.
-pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    None
-}
-
 /// The `[[site]]` tables for `sites` (name, tier, address), http endpoints only.
 pub fn site_tables(sites: &[(&str, u8, SocketAddr)]) -> String {
     sites
@@ -334,7 +281,6 @@ impl DemoSite {
             .spawn()
             .expect("spawn demo site");
         let site = Self {
-            name: name.to_string(),
             addr,
             proc: Proc { child },
         };

@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::harness::{
-    binary, free_port, get, request, site_tables, wait_until, DemoSite, Sitesteer, TempDir,
+    binary, free_port, get, request, site_tables, wait_until, DemoSite, Scratch, Sitesteer,
 };
 
 mod table {
@@ -474,7 +474,7 @@ async fn the_admin_api_refuses_bad_json_and_oversized_bodies() {
 
 #[test]
 fn every_broken_config_is_refused_by_check_naming_its_key() {
-    let dir = TempDir::new("broken");
+    let dir = Scratch::new("broken");
     for (i, (what, text, key)) in table::BROKEN.iter().enumerate() {
         let path = dir.0.join(format!("broken-{i}.toml"));
         std::fs::write(&path, text).expect("write");

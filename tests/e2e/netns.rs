@@ -7,12 +7,12 @@
 
 use std::time::Duration;
 
-use crate::chaos::kit::distance::{self, DistanceSpec, NotRun};
-use crate::chaos::{say, HEAVY};
+use crate::chaos::{heavy_test, say};
+use sitesteer_test_support::chaos::distance::{self, DistanceSpec, NotRun};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latency_aware_steering_prefers_the_near_site_and_leaves_it_when_slow_or_lossy() {
-    let _serial = HEAVY.lock().await;
+    let _serial = heavy_test().await;
     let spec = DistanceSpec {
         settle: Duration::from_secs(3),
         measure: Duration::from_secs(3),

@@ -3,7 +3,7 @@
 //! JSON lines.
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -25,7 +25,7 @@ pub fn python() -> PathBuf {
             let python = std::env::var_os("SITESTEER_PYTHON")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
-                    Path::new(env!("CARGO_MANIFEST_DIR")).join("../build/venv/bin/python")
+                    sitesteer_test_support::workspace_root().join("build/venv/bin/python")
                 });
             let ok = Command::new(&python)
                 .args(["-c", "import mcp, websockets"])
@@ -63,8 +63,8 @@ pub struct PyProc {
 impl PyProc {
     /// Starts `tests/e2e/py/<script>` with `args`.
     pub fn spawn(script: &str, args: &[&str]) -> Self {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("e2e/py")
+        let path = sitesteer_test_support::workspace_root()
+            .join("tests/e2e/py")
             .join(script);
         let mut child = Command::new(python())
             .arg(&path)

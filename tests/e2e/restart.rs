@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{binary, free_port, get, site_tables, wait_until, DemoSite, Proc, TempDir};
+use crate::harness::{binary, free_port, get, site_tables, wait_until, DemoSite, Proc, Scratch};
 use crate::traffic::{failures, Traffic};
 
 /// The addresses and config file of a sitesteer started by hand.
@@ -24,13 +24,13 @@ pub struct Front {
     /// The config file.
     pub config: PathBuf,
     /// Its folder (config, logs, state, upgrade socket).
-    pub dir: TempDir,
+    pub dir: Scratch,
 }
 
 impl Front {
     /// Fresh loopback ports and a scratch folder; `tcp` adds a `listen.tcp`.
     pub fn new(tag: &str, tcp: bool) -> Self {
-        let dir = TempDir::new(tag);
+        let dir = Scratch::new(tag);
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
             tcp: tcp.then(|| SocketAddr::from(([127, 0, 0, 1], free_port()))),

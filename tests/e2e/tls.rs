@@ -20,7 +20,7 @@ use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName}
 use tokio_rustls::rustls::{self, ClientConfig, ProtocolVersion, RootCertStore, ServerConfig};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::harness::{free_port, get, site_tables, wait_until, DemoSite, TempDir};
+use crate::harness::{free_port, get, site_tables, wait_until, DemoSite, Scratch};
 use crate::restart::Front;
 
 /// A throwaway certificate authority.
@@ -180,7 +180,7 @@ fn der_of(pem: &str) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_and_tls_tcp_through_sitesteer_speak_only_tls_12_and_13() {
     let pki = Pki::new("sitesteer test CA");
-    let files = TempDir::new("tls-files");
+    let files = Scratch::new("tls-files");
     let (cert, key) = pki.leaf(&["localhost", "127.0.0.1"]);
     let cert_file = put(&files.0, "cert.pem", &cert);
     let key_file = put(&files.0, "key.pem", &key);
@@ -252,7 +252,7 @@ async fn https_and_tls_tcp_through_sitesteer_speak_only_tls_12_and_13() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_listener_certificate_is_reloaded_with_the_config() {
     let pki = Pki::new("reload CA");
-    let files = TempDir::new("tls-reload");
+    let files = Scratch::new("tls-reload");
     let (cert1, key1) = pki.leaf(&["localhost"]);
     let cert_file = put(&files.0, "cert.pem", &cert1);
     let key_file = put(&files.0, "key.pem", &key1);
@@ -409,7 +409,7 @@ impl Drop for TlsUpstream {
 async fn upstream_tls_sends_sni_and_verifies_against_the_configured_ca() {
     let pki = Pki::new("upstream CA");
     let stranger = Pki::new("some other CA");
-    let files = TempDir::new("tls-upstream");
+    let files = Scratch::new("tls-upstream");
     let (cert, key) = pki.leaf(&["mcp.upstream.test"]);
     let good = TlsUpstream::start(&cert, &key).await;
     let (cert_b, key_b) = pki.leaf(&["mcp.upstream.test"]);
@@ -523,7 +523,7 @@ async fn tls_line_upstream(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn raw_tcp_to_a_tls_site_is_verified_tls() {
     let pki = Pki::new("tcp upstream CA");
-    let files = TempDir::new("tls-tcp-upstream");
+    let files = Scratch::new("tls-tcp-upstream");
     let (cert, key) = pki.leaf(&["127.0.0.1"]);
     let (upstream, task) = tls_line_upstream(&cert, &key).await;
     let ca_file = put(&files.0, "ca.pem", &pki.ca_pem());

@@ -4,35 +4,17 @@
 //! connection gauges and state-change events. Every process is killed when its handle drops.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::Method;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
 use super::client::{fetch, get};
-
-/// The `sitesteer` binary (`SITESTEER_BIN`, else the workspace's debug build).
-pub fn sitesteer_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("SITESTEER_BIN") {
-        return PathBuf::from(bin);
-    }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    target.join("debug/sitesteer")
-}
-
-/// A free loopback port (bound and released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use crate::{free_port, sitesteer_bin, wait_until};
 
 /// Milliseconds since the Unix epoch.
 pub fn epoch_ms() -> u64 {
@@ -40,49 +22,6 @@ pub fn epoch_ms() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
-}
-
-/// Polls `check` every 20 ms until it is true or `limit` passes; returns the time it took.
-pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check().await {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    None
-}
-
-/// A scratch folder, removed on drop.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    /// A new, empty folder under the system temp dir.
-    pub fn new(tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!(
-            "sitesteer-chaos-{tag}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        // CHAOS_KEEP=1 keeps the configs and logs for a post-mortem.
-        if std::env::var_os("CHAOS_KEEP").is_some() {
-            eprintln!("[chaos] kept {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 /// A child process: continued, killed and reaped on drop.

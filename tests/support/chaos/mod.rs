@@ -1,8 +1,6 @@
 //! The chaos kit, shared by the reduced suite (`tests/e2e/chaos.rs` and `netns.rs`, in
 //! `make test`) and the full one (`tests/chaos/main.rs`, `make chaos`): real processes, steady
 //! mixed load, faults injected into sites, and the figures `RELIABILITY.md` reports.
-// Each suite uses its own part of the kit.
-#![allow(dead_code)]
 
 pub mod client;
 pub mod distance;

@@ -6,8 +6,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::lab::{epoch_ms, fd_count, wait_until, Checks, Flavor, Proxy, Site, StatePoller};
+use super::lab::{epoch_ms, fd_count, Checks, Flavor, Proxy, Site, StatePoller};
 use super::load::{Kind, Load, Outcome, Record};
+use crate::wait_until;
 
 /// The faults, in the order a run injects them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,9 +5,10 @@
 
 use std::time::Duration;
 
-use super::lab::{wait_until, Checks, Extra, Flavor, Proxy, Scratch, Site, SiteSpec};
+use super::lab::{Checks, Extra, Flavor, Proxy, Site, SiteSpec};
 use super::load::{Load, LoadSpec, Outcome};
 use super::netlab::{NetLab, Shaper};
+use crate::{wait_until, Scratch};
 
 /// Phase lengths and link settings.
 #[derive(Clone, Copy, Debug)]

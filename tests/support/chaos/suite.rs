@@ -5,8 +5,9 @@
 use std::time::{Duration, Instant};
 
 use super::faults::{self, Fault, Figures, Timing};
-use super::lab::{fd_count, rss_kib, Checks, Extra, Flavor, Proxy, Scratch, Site, SiteSpec};
+use super::lab::{fd_count, rss_kib, Checks, Extra, Flavor, Proxy, Site, SiteSpec};
 use super::load::{Load, LoadSpec, Outcome, Record};
+use crate::Scratch;
 
 /// The load of a run, without its addresses.
 #[derive(Clone, Copy, Debug)]
