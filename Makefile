@@ -58,6 +58,18 @@ test: deps venv
 	@# End-to-end tests start real processes and measure sub-second timings: one at a time,
 	@# so that a 2-core machine is not shared by several of them (unit tests are quick anyway).
 	$(CARGO) test --workspace --no-fail-fast -- --test-threads=1
+	@$(MAKE) --no-print-directory test-netns
+
+## The ignored real-distance test (network namespaces and a traffic shaper), where this
+## machine has what it needs; else one SKIPPED line that says what is missing.
+.PHONY: test-netns
+test-netns:
+	@why=$$($(CARGO) run -q -p sitesteer-test-support --example netlab_probe); rc=$$?; \
+	if [ $$rc = 2 ]; then \
+	  echo "SKIPPED netns::latency_aware_steering_prefers_the_near_site_and_leaves_it_when_slow_or_lossy: $$why"; \
+	else \
+	  $(CARGO) test -p sitesteer --test e2e -- --ignored --test-threads=1; \
+	fi
 
 ## Formatting, clippy, and the architecture check: no module dependency cycle in any crate.
 lint:

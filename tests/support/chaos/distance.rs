@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::lab::{Checks, Extra, Flavor, Proxy, Site, SiteSpec};
 use super::load::{Load, LoadSpec, Outcome};
-use super::netlab::{NetLab, Shaper};
+use super::netlab::{LabError, NetLab, Shaper};
 use crate::{wait_until, Scratch};
 
 /// Phase lengths and link settings.
@@ -132,7 +132,10 @@ async fn observe(proxy: &Proxy, load: &Load, spec: &DistanceSpec) -> Result<Shar
 /// Runs the scenario. Makes two namespaces, a site in each, sitesteer in front; removes
 /// everything before returning.
 pub async fn run(spec: DistanceSpec) -> Result<DistanceFigures, NotRun> {
-    let lab = NetLab::create(2).map_err(NotRun::Skip)?;
+    let lab = NetLab::create(2).map_err(|e| match e {
+        LabError::Unsupported(why) => NotRun::Skip(why),
+        broken @ LabError::Broken(_) => NotRun::Failed(broken.to_string()),
+    })?;
     let dir = Scratch::new("distance");
     let specs: Vec<SiteSpec> = ["near", "far"]
         .iter()

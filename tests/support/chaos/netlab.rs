@@ -76,15 +76,47 @@ pub struct NetLab {
     pub shaper: Shaper,
 }
 
+/// Why a [`NetLab`] could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LabError {
+    /// This machine cannot: not Linux, not root, no `ip`, no way to shape traffic. A reason to
+    /// skip, said as such.
+    Unsupported(String),
+    /// It can, but a step failed: a defect to report, never a skip.
+    Broken(String),
+}
+
+impl From<String> for LabError {
+    fn from(e: String) -> Self {
+        Self::Broken(e)
+    }
+}
+
+impl std::fmt::Display for LabError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unsupported(why) => write!(f, "cannot run here: {why}"),
+            Self::Broken(why) => write!(f, "setting up the namespaces failed: {why}"),
+        }
+    }
+}
+
 impl NetLab {
-    /// Makes `count` namespaces. `Err` says why it cannot (not root, no `ip netns`, no
-    /// shaper); callers skip with that reason.
-    pub fn create(count: usize) -> Result<NetLab, String> {
+    /// Whether this machine can make a lab: makes a one-namespace lab and removes it.
+    pub fn probe() -> Result<(), LabError> {
+        Self::create(1).map(drop)
+    }
+
+    /// Makes `count` namespaces. [`LabError::Unsupported`] says why this machine cannot (not
+    /// root, no `ip netns`, no shaper); any other failure is [`LabError::Broken`].
+    pub fn create(count: usize) -> Result<NetLab, LabError> {
         if !cfg!(target_os = "linux") {
-            return Err("network namespaces need Linux".to_string());
+            return Err(LabError::Unsupported(
+                "network namespaces need Linux".to_string(),
+            ));
         }
         let tag = std::process::id() % 10_000;
-        let base = free_block(count)?;
+        let base = free_block(count).map_err(LabError::Unsupported)?;
         let mut lab = NetLab {
             ns: Vec::new(),
             shaper: Shaper::Netem,
@@ -103,7 +135,9 @@ impl NetLab {
             lab.ns.push(ns);
             let ns = &lab.ns[i];
             sh(&["ip", "netns", "add", &ns.name]).map_err(|e| {
-                format!("`ip netns` is not permitted here (needs root and CAP_SYS_ADMIN): {e}")
+                LabError::Unsupported(format!(
+                    "`ip netns` is not permitted here (needs root and CAP_SYS_ADMIN): {e}"
+                ))
             })?;
             sh(&[
                 "ip",
@@ -142,13 +176,16 @@ impl NetLab {
             exec(&["ip", "link", "set", &ns.ns_if, "up"])?;
             exec(&["ip", "link", "set", "lo", "up"])?;
         }
-        lab.shaper = lab.pick_shaper()?;
+        lab.shaper = lab.pick_shaper().map_err(LabError::Unsupported)?;
         if lab.shaper == Shaper::Nfqueue {
             let iptables = iptables()?;
             for ns in &mut lab.ns {
                 // The line first: a queue rule with nobody listening would drop everything
                 // (--queue-bypass lets packets through if the line ever goes away).
-                ns.line = Some(DelayLine::start(&ns.name, 0)?);
+                let line = DelayLine::start(&ns.name, 0).map_err(|e| {
+                    LabError::Unsupported(format!("the kernel has no NFQUEUE delay line: {e}"))
+                })?;
+                ns.line = Some(line);
                 sh(&[
                     "ip",
                     "netns",
