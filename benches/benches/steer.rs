@@ -13,6 +13,7 @@
 //! - `config/parse_200`: parsing and validating a 200-site config (the bulk of a reload).
 //!
 //! `cargo bench -p sitesteer-benches --bench steer`
+#![warn(unreachable_pub, missing_docs)]
 
 use std::hint::black_box;
 use std::path::Path;

@@ -8,6 +8,7 @@
 //! proxy on the same machine, so the proxy is the bottleneck of every proxied scenario.
 //!
 //! `bench-backend --listen 127.0.0.1:PORT [--listen ...]`
+#![warn(unreachable_pub, missing_docs)]
 
 use std::net::SocketAddr;
 

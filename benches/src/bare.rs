@@ -1,5 +1,6 @@
 //! The bare pingora round-robin proxy shared by `bare-pingora` (system allocator) and
 //! `bare-pingora-mimalloc` (the allocator sitesteer links).
+#![warn(unreachable_pub, missing_docs)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -42,7 +43,7 @@ fn usage() -> std::process::ExitCode {
 }
 
 /// Parses the arguments and serves until killed.
-pub fn main() -> std::process::ExitCode {
+pub(crate) fn main() -> std::process::ExitCode {
     let mut listen: Option<String> = None;
     let mut upstreams = Vec::new();
     let mut threads = 1usize;

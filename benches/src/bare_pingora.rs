@@ -8,6 +8,7 @@
 //! per second are held to.
 //!
 //! `bare-pingora --listen 127.0.0.1:PORT --upstream 127.0.0.1:P1 [--upstream ...] [--threads N]`
+#![warn(unreachable_pub, missing_docs)]
 
 mod bare;
 

@@ -3,6 +3,7 @@
 //! allocator, so the benchmark can tell the allocator's share from the rest.
 //!
 //! `bare-pingora-mimalloc --listen 127.0.0.1:PORT --upstream 127.0.0.1:P1 [--upstream ...]`
+#![warn(unreachable_pub, missing_docs)]
 
 mod bare;
 

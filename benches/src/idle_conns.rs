@@ -9,6 +9,7 @@
 //! the server sends is read and dropped so no buffer grows. Connects run 128 at a time.
 //! When all are open it prints one line `open N failed M` to stdout, then holds them for
 //! `--hold` seconds (default 3600) or until stdin closes, whichever comes first.
+#![warn(unreachable_pub, missing_docs)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

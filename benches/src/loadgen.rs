@@ -34,6 +34,7 @@
 //!   `--killed-site`, no complete bucket, or the last bucket is not shifted (traffic never
 //!   shifted within the run). The resolution is B.
 //! * latency percentiles are over all requests that got a response (any status), in ms.
+#![warn(unreachable_pub, missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -6,6 +6,7 @@
 //! its key path and line. Nothing past this crate sees a string that means an address or a
 //! duration.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 pub mod cron;
 mod defaults;

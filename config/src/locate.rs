@@ -4,7 +4,7 @@
 use toml_edit::{Document, Item, TableLike, Value};
 
 /// A parsed view of the source text that maps key paths to line numbers.
-pub struct Locator<'a> {
+pub(crate) struct Locator<'a> {
     text: &'a str,
     doc: Option<Document<&'a str>>,
 }
@@ -13,7 +13,7 @@ impl<'a> Locator<'a> {
     /// Parses `text` for spans; a text that does not parse locates nothing. toml_edit has
     /// panicked on invalid text (fuzz/regressions/config_parse): callers pass text that
     /// `toml` accepted, and a panic here still only costs the line numbers.
-    pub fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         let doc = std::panic::catch_unwind(|| Document::parse(text).ok())
             .ok()
             .flatten();
@@ -21,12 +21,12 @@ impl<'a> Locator<'a> {
     }
 
     /// Only line numbers of byte offsets (for text that is not valid TOML).
-    pub fn without_spans(text: &'a str) -> Self {
+    pub(crate) fn without_spans(text: &'a str) -> Self {
         Self { text, doc: None }
     }
 
     /// The 1-based line of the deepest part of `path` that exists in the file.
-    pub fn line_of(&self, path: &str) -> Option<usize> {
+    pub(crate) fn line_of(&self, path: &str) -> Option<usize> {
         let doc = self.doc.as_ref()?;
         let segments = split_path(path);
         let mut best = None;
@@ -35,7 +35,7 @@ impl<'a> Locator<'a> {
     }
 
     /// The 1-based line that holds byte `offset`.
-    pub fn line_at(&self, offset: usize) -> usize {
+    pub(crate) fn line_at(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
         self.text.as_bytes()[..end]
             .iter()

@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawConfig {
+pub(crate) struct RawConfig {
     #[serde(default)]
     pub listen: RawListen,
     #[serde(default)]
@@ -45,7 +45,7 @@ pub struct RawConfig {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawListen {
+pub(crate) struct RawListen {
     pub http: Option<String>,
     pub tcp: Option<String>,
     pub dns: Option<String>,
@@ -54,13 +54,13 @@ pub struct RawListen {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(crate) struct RawAdmin {
     pub token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSite {
+pub(crate) struct RawSite {
     pub name: Option<String>,
     pub region: Option<String>,
     pub tier: Option<i64>,
@@ -75,7 +75,7 @@ pub struct RawSite {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawEndpoints {
+pub(crate) struct RawEndpoints {
     pub http: Option<String>,
     pub ws: Option<String>,
     pub sse: Option<String>,
@@ -84,14 +84,14 @@ pub struct RawEndpoints {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(crate) struct RawRoute {
     pub prefix: Option<String>,
     pub endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProbe {
+pub(crate) struct RawProbe {
     pub kind: Option<String>,
     pub endpoint: Option<String>,
     pub path: Option<String>,
@@ -105,7 +105,7 @@ pub struct RawProbe {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawHealth {
+pub(crate) struct RawHealth {
     pub rise: Option<i64>,
     pub fall: Option<i64>,
     pub window: Option<String>,
@@ -119,7 +119,7 @@ pub struct RawHealth {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawProxy {
+pub(crate) struct RawProxy {
     pub threads: Option<i64>,
     pub connect_timeout: Option<String>,
     pub read_timeout: Option<String>,
@@ -133,7 +133,7 @@ pub struct RawProxy {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawObjectives {
+pub(crate) struct RawObjectives {
     pub shift_time: Option<String>,
     pub failed_requests: Option<i64>,
     pub availability: Option<String>,
@@ -141,7 +141,7 @@ pub struct RawObjectives {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDns {
+pub(crate) struct RawDns {
     pub zone: Option<String>,
     pub ttl: Option<i64>,
     pub min_ttl: Option<i64>,
@@ -156,7 +156,7 @@ pub struct RawDns {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSoa {
+pub(crate) struct RawSoa {
     pub mname: Option<String>,
     pub rname: Option<String>,
     pub serial: Option<i64>,
@@ -168,7 +168,7 @@ pub struct RawSoa {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGeoIp {
+pub(crate) struct RawGeoIp {
     pub db: Option<String>,
     #[serde(default)]
     pub countries: std::collections::BTreeMap<String, String>,
@@ -178,14 +178,14 @@ pub struct RawGeoIp {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawGeo {
+pub(crate) struct RawGeo {
     pub cidr: Option<String>,
     pub region: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawCluster {
+pub(crate) struct RawCluster {
     #[serde(default)]
     pub etcd: Vec<String>,
     pub prefix: Option<String>,
@@ -200,7 +200,7 @@ pub struct RawCluster {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWebhook {
+pub(crate) struct RawWebhook {
     pub url: Option<String>,
     pub timeout: Option<String>,
     pub attempts: Option<i64>,
@@ -208,7 +208,7 @@ pub struct RawWebhook {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTier {
+pub(crate) struct RawTier {
     pub tier: Option<i64>,
     pub shift_time: Option<String>,
     pub failed_requests: Option<i64>,
@@ -217,7 +217,7 @@ pub struct RawTier {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDrill {
+pub(crate) struct RawDrill {
     pub site: Option<String>,
     pub schedule: Option<String>,
     pub mode: Option<String>,
@@ -227,7 +227,7 @@ pub struct RawDrill {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawLimits {
+pub(crate) struct RawLimits {
     pub max_connections: Option<i64>,
     pub max_request_line: Option<i64>,
     pub max_header_bytes: Option<i64>,
@@ -241,7 +241,7 @@ pub struct RawLimits {
 /// `[tls]`: the listeners' certificate and the default CA of upstream sites.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTls {
+pub(crate) struct RawTls {
     pub cert_file: Option<String>,
     pub key_file: Option<String>,
     pub listeners: Option<Vec<String>>,
@@ -251,7 +251,7 @@ pub struct RawTls {
 /// `[site.tls]`: the site speaks TLS.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSiteTls {
+pub(crate) struct RawSiteTls {
     pub sni: Option<String>,
     pub ca_file: Option<String>,
 }

@@ -12,7 +12,7 @@ use crate::raw::*;
 
 /// Collects errors as (key path, message); lines are added by the caller.
 #[derive(Default)]
-pub struct Problems(pub Vec<(String, String)>);
+pub(crate) struct Problems(pub Vec<(String, String)>);
 
 impl Problems {
     fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
@@ -21,7 +21,7 @@ impl Problems {
 }
 
 /// Validates `raw`; `base_dir` is where relative paths in the file are anchored.
-pub fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Config> {
+pub(crate) fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Config> {
     let listen = listen(&raw.listen, p);
     let admin = Admin {
         token_file: raw.admin.token_file.as_deref().map(|f| anchor(base_dir, f)),

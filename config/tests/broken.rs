@@ -1,6 +1,7 @@
 //! At least 30 broken configs, covering every section and every kind of mistake (types,
 //! ranges, addresses, durations, duplicates, cross-references, unknown and missing keys):
 //! each is refused, and the refusal names the key.
+#![warn(unreachable_pub, missing_docs)]
 
 use std::path::Path;
 

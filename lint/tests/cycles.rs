@@ -1,5 +1,6 @@
 //! The cycle check on small crates written to a scratch folder: it finds every way a cycle
 //! can be put back, and only real ones.
+#![warn(unreachable_pub, missing_docs)]
 
 use std::path::{Path, PathBuf};
 

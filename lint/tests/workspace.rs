@@ -1,4 +1,5 @@
 //! The workspace this crate lives in has no module dependency cycle in any crate.
+#![warn(unreachable_pub, missing_docs)]
 
 use std::path::Path;
 

@@ -5,19 +5,20 @@
 //! into the [`HealthTable`], merges operator [`Overrides`] and publishes an immutable,
 //! versioned [`Snapshot`] through `ArcSwap`. Readers never lock.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
-pub mod observation;
-pub mod overrides;
-pub mod owner;
-pub mod passive;
+mod observation;
+mod overrides;
+mod owner;
+mod passive;
 pub mod probe;
-pub mod snapshot;
-pub mod state;
-pub mod table;
-pub mod window;
+mod snapshot;
+mod state;
+mod table;
+mod window;
 
 pub use observation::{Failure, Observation, SiteId, Source};
-pub use overrides::{Overrides, SiteOverride};
+pub use overrides::{Fault, Overrides, SiteOverride};
 pub use owner::{start, HealthHandle, Hooks, Observer, OnPublish, OwnerGone};
 pub use passive::PassiveReporter;
 pub use snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};

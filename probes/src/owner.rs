@@ -18,9 +18,9 @@ use crate::snapshot::Snapshot;
 use crate::table::{HealthTable, StateChange};
 
 /// Capacity of the observation channel; probes wait when it is full, the data plane drops.
-pub const OBSERVATION_CAPACITY: usize = 8192;
+pub(crate) const OBSERVATION_CAPACITY: usize = 8192;
 /// How often scores are republished when only numbers (not states) changed.
-pub const PUBLISH_EVERY: Duration = Duration::from_millis(25);
+pub(crate) const PUBLISH_EVERY: Duration = Duration::from_millis(25);
 /// Observations folded per wake-up before publishing.
 const BATCH: usize = 1024;
 

@@ -33,7 +33,7 @@ impl Health {
 
 /// The thresholds of the state machine (from `[health]`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Thresholds {
+pub(crate) struct Thresholds {
     /// Consecutive successes that bring a probe back up.
     pub rise: u32,
     /// Consecutive failures that take a probe down.
@@ -48,7 +48,7 @@ pub struct Thresholds {
 
 /// Consecutive results of one probe against one site.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProbeRun {
+pub(crate) struct ProbeRun {
     /// Whether this probe currently counts as passing (after hysteresis).
     pub up: bool,
     ok_run: u32,
@@ -72,7 +72,7 @@ impl ProbeRun {
 
 /// The health state of one site.
 #[derive(Clone, Debug)]
-pub struct SiteHealth {
+pub(crate) struct SiteHealth {
     /// One entry per configured probe; `None` where the probe does not apply to this site.
     runs: Vec<Option<ProbeRun>>,
     suspect_since: Option<Instant>,
@@ -87,7 +87,7 @@ pub struct SiteHealth {
 
 /// Inputs of an evaluation that come from the site's statistics.
 #[derive(Clone, Copy, Debug)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Latency EWMA, ms.
     pub ewma_ms: f64,
     /// Error rate over the window.
@@ -101,7 +101,7 @@ const MIN_SAMPLES_FOR_RATE: u32 = 10;
 
 impl SiteHealth {
     /// A site not yet probed: up, so that it serves from the start.
-    pub fn new(applies: impl IntoIterator<Item = bool>, now: Instant) -> Self {
+    pub(crate) fn new(applies: impl IntoIterator<Item = bool>, now: Instant) -> Self {
         Self {
             runs: applies.into_iter().map(|a| a.then(ProbeRun::new)).collect(),
             suspect_since: None,
@@ -113,7 +113,7 @@ impl SiteHealth {
     }
 
     /// Folds one probe result.
-    pub fn probe_result(
+    pub(crate) fn probe_result(
         &mut self,
         probe: usize,
         ok: Result<(), (Failure, Option<&str>)>,
@@ -157,7 +157,7 @@ impl SiteHealth {
 
     /// Folds a failure of real traffic: connect failures, timeouts and resets make the site
     /// suspect at once.
-    pub fn passive_failure(&mut self, failure: Failure, now: Instant) {
+    pub(crate) fn passive_failure(&mut self, failure: Failure, now: Instant) {
         if matches!(
             failure,
             Failure::Connect | Failure::Timeout | Failure::Reset
@@ -171,7 +171,12 @@ impl SiteHealth {
     }
 
     /// Recomputes the health; returns the previous one when it changed.
-    pub fn evaluate(&mut self, now: Instant, stats: Stats, t: &Thresholds) -> Option<Health> {
+    pub(crate) fn evaluate(
+        &mut self,
+        now: Instant,
+        stats: Stats,
+        t: &Thresholds,
+    ) -> Option<Health> {
         if let Some(since) = self.suspect_since {
             if now.saturating_duration_since(since) >= t.suspect_hold {
                 self.suspect_since = None;

@@ -52,7 +52,7 @@ pub struct HealthTable {
 }
 
 /// Whether `probe` runs against `site`.
-pub fn probe_applies(config: &Config, probe: usize, site: &Site) -> bool {
+pub(crate) fn probe_applies(config: &Config, probe: usize, site: &Site) -> bool {
     config
         .probes
         .get(probe)

@@ -18,14 +18,14 @@ struct Bucket {
 
 /// Success and failure counts over a sliding time window, in 20 buckets.
 #[derive(Clone, Debug)]
-pub struct Window {
+pub(crate) struct Window {
     span: Duration,
     buckets: VecDeque<Bucket>,
 }
 
 /// Totals over the window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     /// Successful probes.
     pub probe_ok: u32,
     /// Failed probes.
@@ -38,12 +38,12 @@ pub struct Totals {
 
 impl Totals {
     /// Fraction of probes that succeeded; 1 when there were none.
-    pub fn availability(&self) -> f64 {
+    pub(crate) fn availability(&self) -> f64 {
         ratio(self.probe_ok, self.probe_ok + self.probe_fail).unwrap_or(1.0)
     }
 
     /// Fraction of all observations (probes and real requests) that failed; 0 when none.
-    pub fn error_rate(&self) -> f64 {
+    pub(crate) fn error_rate(&self) -> f64 {
         let fail = self.probe_fail + self.traffic_fail;
         ratio(fail, fail + self.probe_ok + self.traffic_ok).unwrap_or(0.0)
     }
@@ -55,7 +55,7 @@ fn ratio(part: u32, whole: u32) -> Option<f64> {
 
 impl Window {
     /// A window spanning `span`.
-    pub fn new(span: Duration) -> Self {
+    pub(crate) fn new(span: Duration) -> Self {
         Self {
             span,
             buckets: VecDeque::with_capacity(BUCKETS as usize + 1),
@@ -78,7 +78,7 @@ impl Window {
     }
 
     /// Counts one observation at `now`.
-    pub fn record(&mut self, now: Instant, probe: bool, ok: bool) {
+    pub(crate) fn record(&mut self, now: Instant, probe: bool, ok: bool) {
         self.expire(now);
         let len = self.bucket_len();
         let fresh = match self.buckets.back().and_then(|b| b.start) {
@@ -102,7 +102,7 @@ impl Window {
     }
 
     /// Totals of the buckets still inside the window at `now`.
-    pub fn totals(&self, now: Instant) -> Totals {
+    pub(crate) fn totals(&self, now: Instant) -> Totals {
         let mut t = Totals::default();
         for b in &self.buckets {
             if b.start
@@ -120,7 +120,7 @@ impl Window {
 
 /// Latency EWMA and a ring of recent samples for percentiles.
 #[derive(Clone, Debug)]
-pub struct Latency {
+pub(crate) struct Latency {
     alpha: f64,
     ewma_ms: Option<f64>,
     samples: VecDeque<f64>,
@@ -129,7 +129,7 @@ pub struct Latency {
 
 impl Latency {
     /// `alpha` weighs a new sample; `capacity` samples are kept for p99.
-    pub fn new(alpha: f64, capacity: usize) -> Self {
+    pub(crate) fn new(alpha: f64, capacity: usize) -> Self {
         Self {
             alpha,
             ewma_ms: None,
@@ -139,7 +139,7 @@ impl Latency {
     }
 
     /// Adds a sample.
-    pub fn record(&mut self, sample: Duration) {
+    pub(crate) fn record(&mut self, sample: Duration) {
         let ms = sample.as_secs_f64() * 1000.0;
         self.ewma_ms = Some(match self.ewma_ms {
             None => ms,
@@ -152,12 +152,12 @@ impl Latency {
     }
 
     /// The EWMA in milliseconds (0 before the first sample).
-    pub fn ewma_ms(&self) -> f64 {
+    pub(crate) fn ewma_ms(&self) -> f64 {
         self.ewma_ms.unwrap_or(0.0)
     }
 
     /// The 99th percentile of the kept samples, in milliseconds.
-    pub fn p99_ms(&self) -> f64 {
+    pub(crate) fn p99_ms(&self) -> f64 {
         if self.samples.is_empty() {
             return 0.0;
         }

@@ -12,7 +12,7 @@ const BUCKET: Duration = Duration::from_secs(60);
 const BUCKETS: usize = 24 * 60;
 
 /// The windows reported, with their labels.
-pub const WINDOWS: [(&str, usize); 3] = [("5m", 5), ("1h", 60), ("1d", 1440)];
+pub(crate) const WINDOWS: [(&str, usize); 3] = [("5m", 5), ("1h", 60), ("1d", 1440)];
 
 #[derive(Default, Clone, Copy)]
 struct Counts {
@@ -27,13 +27,13 @@ struct Site {
 
 /// Probe outcomes per site, by minute.
 #[derive(Default)]
-pub struct Availability {
+pub(crate) struct Availability {
     sites: Mutex<HashMap<String, Site>>,
 }
 
 impl Availability {
     /// Records one probe outcome of `site` at `now`.
-    pub fn record(&self, site: &str, ok: bool, now: Instant) {
+    pub(crate) fn record(&self, site: &str, ok: bool, now: Instant) {
         let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
         let entry = sites.entry(site.to_string()).or_insert_with(|| Site {
             start: now,
@@ -56,7 +56,7 @@ impl Availability {
     }
 
     /// Availability of `site` over the last `minutes` (1.0 with no data).
-    pub fn ratio(&self, site: &str, minutes: usize, now: Instant) -> f64 {
+    pub(crate) fn ratio(&self, site: &str, minutes: usize, now: Instant) -> f64 {
         let sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
         let Some(entry) = sites.get(site) else {
             return 1.0;
@@ -78,7 +78,7 @@ impl Availability {
     }
 
     /// Forgets sites not in `keep` (after a reload).
-    pub fn retain(&self, keep: &[String]) {
+    pub(crate) fn retain(&self, keep: &[String]) {
         let mut sites = self.sites.lock().unwrap_or_else(|p| p.into_inner());
         sites.retain(|name, _| keep.contains(name));
     }

@@ -14,7 +14,7 @@ use tokio::sync::Notify;
 
 /// The transports of long-lived connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// WebSocket.
     Ws,
     /// Server-sent events.
@@ -25,7 +25,7 @@ pub enum Transport {
 
 impl Transport {
     /// The metrics label.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Ws => "ws",
             Self::Sse => "sse",
@@ -35,7 +35,7 @@ impl Transport {
 }
 
 /// How to close one connection from outside its task.
-pub enum Closer {
+pub(crate) enum Closer {
     /// The task waits on this and closes both sides when notified.
     Signal(Arc<Notify>),
     /// The upstream socket of a pingora-proxied connection: shut down by fd, after checking
@@ -70,7 +70,7 @@ fn socket_addr_of(addr: Option<nix::sys::socket::SockaddrStorage>) -> Option<Soc
 }
 
 /// The local and peer addresses of socket `fd`, when it is an inet socket.
-pub fn socket_addrs(fd: std::os::fd::RawFd) -> Option<(SocketAddr, SocketAddr)> {
+pub(crate) fn socket_addrs(fd: std::os::fd::RawFd) -> Option<(SocketAddr, SocketAddr)> {
     use nix::sys::socket::{getpeername, getsockname, SockaddrStorage};
     let local = socket_addr_of(getsockname::<SockaddrStorage>(fd).ok())?;
     let peer = socket_addr_of(getpeername::<SockaddrStorage>(fd).ok())?;
@@ -89,14 +89,14 @@ struct Conn {
 }
 
 /// Open long-lived connections by site name.
-pub struct Registry {
+pub(crate) struct Registry {
     sites: Mutex<HashMap<String, Vec<Conn>>>,
     next_id: AtomicU64,
     open: IntGaugeVec,
 }
 
 /// Keeps a connection registered; unregisters on drop.
-pub struct Registration {
+pub(crate) struct Registration {
     registry: Arc<Registry>,
     site: String,
     transport: Transport,
@@ -111,7 +111,7 @@ impl Drop for Registration {
 
 impl Registry {
     /// An empty registry that keeps `open` (labels `site`, `transport`) current.
-    pub fn new(open: IntGaugeVec) -> Arc<Self> {
+    pub(crate) fn new(open: IntGaugeVec) -> Arc<Self> {
         Arc::new(Self {
             sites: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
@@ -126,7 +126,7 @@ impl Registry {
     }
 
     /// Registers an open connection to `site`.
-    pub fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         site: &str,
         transport: Transport,
@@ -162,13 +162,13 @@ impl Registry {
     }
 
     /// Open connections to `site`.
-    pub fn count(&self, site: &str) -> usize {
+    pub(crate) fn count(&self, site: &str) -> usize {
         self.lock().get(site).map_or(0, Vec::len)
     }
 
     /// Closes every open connection to `site`; returns how many. Each closes on its own
     /// task and unregisters itself.
-    pub fn close_site(&self, site: &str) -> usize {
+    pub(crate) fn close_site(&self, site: &str) -> usize {
         let sites = self.lock();
         let Some(conns) = sites.get(site) else {
             return 0;
@@ -181,12 +181,12 @@ impl Registry {
 }
 
 /// How often the sweeper looks.
-pub const SWEEP_EVERY: Duration = Duration::from_millis(20);
+pub(crate) const SWEEP_EVERY: Duration = Duration::from_millis(20);
 
 /// Closes connections of sites that are down or in maintenance for `close_grace`, or drained
 /// for `drain_timeout`; down sites keep theirs in panic mode, where steering itself uses
 /// them. Runs until the process ends.
-pub async fn sweep(registry: Arc<Registry>, health: HealthHandle) {
+pub(crate) async fn sweep(registry: Arc<Registry>, health: HealthHandle) {
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

@@ -16,7 +16,7 @@ use crate::exit::{EXIT_RUNTIME, EXIT_USAGE};
 
 /// `sitesteer ctl` arguments.
 #[derive(Debug, Args)]
-pub struct CtlArgs {
+pub(crate) struct CtlArgs {
     /// The admin API.
     #[arg(long, env = "SITESTEER_ADMIN", default_value = "http://127.0.0.1:9900")]
     pub admin: String,
@@ -33,7 +33,7 @@ pub struct CtlArgs {
 
 /// On or off.
 #[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Switch {
+pub(crate) enum Switch {
     /// On.
     On,
     /// Off.
@@ -42,7 +42,7 @@ pub enum Switch {
 
 /// `sitesteer ctl` subcommands.
 #[derive(Debug, Subcommand)]
-pub enum CtlCommand {
+pub(crate) enum CtlCommand {
     /// Sites and recent events at a glance.
     Status,
     /// Every site's state, score, latency, error rate, weight and connections.
@@ -94,10 +94,10 @@ pub enum CtlCommand {
 }
 
 /// A failed call: the exit code and one sentence.
-pub struct CtlError(pub u8, pub String);
+pub(crate) struct CtlError(pub u8, pub String);
 
 /// The admin API client.
-pub struct AdminClient {
+pub(crate) struct AdminClient {
     addr: SocketAddr,
     host: String,
     token: Option<String>,
@@ -105,7 +105,7 @@ pub struct AdminClient {
 
 impl AdminClient {
     /// A client for `url` (`http://HOST:PORT`).
-    pub async fn connect(url: &str, token: Option<String>) -> Result<Self, CtlError> {
+    pub(crate) async fn connect(url: &str, token: Option<String>) -> Result<Self, CtlError> {
         let authority = url
             .strip_prefix("http://")
             .map(|r| r.trim_end_matches('/'))
@@ -134,7 +134,7 @@ impl AdminClient {
     }
 
     /// Calls the API; 2xx answers are returned as JSON, others become errors.
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -197,7 +197,7 @@ impl AdminClient {
 }
 
 /// Runs `sitesteer ctl`.
-pub fn main(args: CtlArgs) -> ExitCode {
+pub(crate) fn main(args: CtlArgs) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

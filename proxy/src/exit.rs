@@ -13,14 +13,14 @@
 use std::process::ExitCode;
 
 /// Exit code for usage and validation errors.
-pub const EXIT_USAGE: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 1;
 /// Exit code for runtime failures.
-pub const EXIT_RUNTIME: u8 = 2;
+pub(crate) const EXIT_RUNTIME: u8 = 2;
 /// Exit code of a drill that missed an objective.
-pub const EXIT_OBJECTIVE_MISSED: u8 = 3;
+pub(crate) const EXIT_OBJECTIVE_MISSED: u8 = 3;
 
 /// Maps a runtime result to an exit code, printing the error as one sentence.
-pub fn runtime_result<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+pub(crate) fn runtime_result<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

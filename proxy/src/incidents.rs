@@ -19,9 +19,9 @@ use crate::metrics::Metrics;
 use crate::objectives::{judge, ObjectiveResult};
 
 /// Incidents kept (newest first).
-pub const KEEP: usize = 200;
+pub(crate) const KEEP: usize = 200;
 /// An incident whose site is back but takes no traffic closes after this long.
-pub const RESTORE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const RESTORE_WAIT: Duration = Duration::from_secs(10);
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -32,7 +32,7 @@ fn now_ms() -> u64 {
 
 /// One step of an incident's timeline.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Step {
+pub(crate) struct Step {
     /// Milliseconds since the Unix epoch.
     pub at_ms: u64,
     /// What happened.
@@ -41,7 +41,7 @@ pub struct Step {
 
 /// One measured failover.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Incident {
+pub(crate) struct Incident {
     /// Increases per incident.
     pub id: u64,
     /// The site that left service.
@@ -79,7 +79,7 @@ pub struct Incident {
 /// A finished drill, as the incidents list records it (the admin API takes it from the
 /// drill's report).
 #[derive(Clone, Copy, Debug)]
-pub struct DrillRecord<'a> {
+pub(crate) struct DrillRecord<'a> {
     /// The site taken out.
     pub site: &'a str,
     /// Start, ms since the Unix epoch.
@@ -104,7 +104,7 @@ struct Inner {
 }
 
 /// The incident recorder.
-pub struct Incidents {
+pub(crate) struct Incidents {
     inner: Mutex<Inner>,
     persist: mpsc::Sender<Vec<Incident>>,
 }
@@ -113,7 +113,7 @@ impl Incidents {
     /// A recorder starting from `restored` incidents, numbering new ones after `max_id`
     /// (the highest id saved, including entries that could not be read); `persist` receives
     /// the list after every change (the caller writes it to the state file).
-    pub fn new(
+    pub(crate) fn new(
         restored: Vec<Incident>,
         max_id: u64,
         persist: mpsc::Sender<Vec<Incident>>,
@@ -134,7 +134,7 @@ impl Incidents {
     }
 
     /// Every incident, newest first.
-    pub fn list(&self) -> Vec<Incident> {
+    pub(crate) fn list(&self) -> Vec<Incident> {
         self.lock().list.iter().cloned().collect()
     }
 
@@ -144,7 +144,7 @@ impl Incidents {
 
     /// Folds one observation (probe or request) of `site`: failures start the clock,
     /// successes after the site is back restore traffic.
-    pub fn observe(&self, site: &str, ok: bool, passive: bool) {
+    pub(crate) fn observe(&self, site: &str, ok: bool, passive: bool) {
         let now = now_ms();
         let mut inner = self.lock();
         let open = inner.list.iter().position(|i| i.open && i.site == site);
@@ -171,7 +171,7 @@ impl Incidents {
     }
 
     /// A site left service at `at_ms`.
-    pub fn open(
+    pub(crate) fn open(
         &self,
         site: &str,
         cause: &str,
@@ -232,7 +232,7 @@ impl Incidents {
     }
 
     /// Updates the request counts and objective verdicts of open incidents of `site`.
-    pub fn update(
+    pub(crate) fn update(
         &self,
         site: &str,
         failed: u64,
@@ -250,7 +250,7 @@ impl Incidents {
     }
 
     /// The site is serving again.
-    pub fn back(&self, site: &str) {
+    pub(crate) fn back(&self, site: &str) {
         let now = now_ms();
         let mut inner = self.lock();
         if let Some(i) = inner
@@ -268,7 +268,7 @@ impl Incidents {
     }
 
     /// Records a finished drill as an incident.
-    pub fn record_drill(&self, report: &DrillRecord<'_>) -> u64 {
+    pub(crate) fn record_drill(&self, report: &DrillRecord<'_>) -> u64 {
         let mut inner = self.lock();
         let id = inner.next_id;
         inner.next_id += 1;
@@ -307,7 +307,7 @@ impl Incidents {
     }
 
     /// Closes incidents whose site has been back for [`RESTORE_WAIT`] without traffic.
-    pub fn expire(&self) {
+    pub(crate) fn expire(&self) {
         let now = now_ms();
         let mut inner = self.lock();
         let mut changed = false;
@@ -330,7 +330,7 @@ impl Incidents {
 }
 
 /// Opens, updates and closes incidents from state changes, forever.
-pub async fn watch(
+pub(crate) async fn watch(
     incidents: Arc<Incidents>,
     health: HealthHandle,
     metrics: Arc<Metrics>,

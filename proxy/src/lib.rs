@@ -1,32 +1,33 @@
 //! sitesteer: the front door. Steering ([`steer`]), the data planes ([`http`]), the admin
 //! API ([`admin`]), metrics and the CLI (which also runs the demo sites of `sitesteer-demo`).
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
-pub mod admin;
-pub mod availability;
+mod admin;
+mod availability;
 pub mod cli;
-pub mod cluster;
-pub mod conns;
-pub mod ctl;
+mod cluster;
+mod conns;
+mod ctl;
 pub mod dns;
-pub mod drill;
-pub mod events;
-pub mod exit;
+mod drill;
+mod events;
+mod exit;
 pub mod http;
-pub mod incidents;
+mod incidents;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
-pub mod objectives;
-pub mod observe;
-pub mod operator;
-pub mod restart;
-pub mod server;
+mod objectives;
+mod observe;
+mod operator;
+mod restart;
+mod server;
 pub mod session;
-pub mod state_file;
-pub mod stdio;
+mod state_file;
+mod stdio;
 pub mod steer;
-pub mod tcp;
-pub mod tls;
-pub mod tools;
-pub mod webhooks;
+mod tcp;
+mod tls;
+mod tools;
+mod webhooks;

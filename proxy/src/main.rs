@@ -1,5 +1,6 @@
 //! The `sitesteer` binary: everything lives in the library.
 #![forbid(unsafe_code)]
+#![warn(unreachable_pub, missing_docs)]
 
 /// mimalloc: per request, pingora allocates and frees dozens of small objects (headers,
 /// buffers, boxed futures); glibc malloc spent about a fifth of the proxy's instructions on

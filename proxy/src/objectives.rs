@@ -7,7 +7,7 @@ use sitesteer_config::Objectives;
 
 /// One objective checked against what was measured.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ObjectiveResult {
+pub(crate) struct ObjectiveResult {
     /// `shift_time`, `failed_requests` or `availability`.
     pub name: String,
     /// The target, as configured.
@@ -20,7 +20,7 @@ pub struct ObjectiveResult {
 
 /// Checks `objectives` against a failover's figures: the shift time in ms, the requests
 /// that failed, and the availability (0 to 1) over the last day.
-pub fn judge(
+pub(crate) fn judge(
     objectives: &Objectives,
     shift_ms: u64,
     failed: u64,

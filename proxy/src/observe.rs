@@ -14,12 +14,12 @@ use crate::incidents::Incidents;
 use crate::metrics::Metrics;
 
 /// A score below this is worth an event (and above it again).
-pub const SCORE_ALERT: f64 = 0.5;
+pub(crate) const SCORE_ALERT: f64 = 0.5;
 /// How often scores and panic mode are checked between state changes.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The observer the health owner calls with every probe and passive observation.
-pub fn observer(
+pub(crate) fn observer(
     metrics: Arc<Metrics>,
     availability: Arc<Availability>,
     incidents: Arc<Incidents>,
@@ -43,12 +43,19 @@ pub fn observer(
     })
 }
 
-/// Records state changes, failovers, score crossings and panic mode as events, forever.
-pub async fn watch(health: HealthHandle, events: Arc<EventLog>, metrics: Arc<Metrics>) {
+/// Records state changes, failovers, score crossings and panic mode as events, forever; after
+/// a reload, forgets the availability and score records of the sites it removed.
+pub(crate) async fn watch(
+    health: HealthHandle,
+    events: Arc<EventLog>,
+    metrics: Arc<Metrics>,
+    availability: Arc<Availability>,
+) {
     let mut changes = health.subscribe();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     let mut panic = health.snapshot().in_panic();
     let mut low_score: HashMap<String, bool> = HashMap::new();
+    let mut generation = health.snapshot().generation;
     loop {
         tokio::select! {
             change = changes.recv() => match change {
@@ -65,6 +72,12 @@ pub async fn watch(health: HealthHandle, events: Arc<EventLog>, metrics: Arc<Met
             },
             _ = tick.tick() => {
                 let snap = health.snapshot();
+                if snap.generation != generation {
+                    generation = snap.generation;
+                    let names: Vec<String> = snap.sites.iter().map(|s| s.name.clone()).collect();
+                    availability.retain(&names);
+                    low_score.retain(|name, _| names.contains(name));
+                }
                 for s in &snap.sites {
                     let low = s.score < SCORE_ALERT && matches!(s.state, SiteState::Up | SiteState::Degraded);
                     let was = low_score.insert(s.name.clone(), low).unwrap_or(false);

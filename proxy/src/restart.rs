@@ -27,17 +27,17 @@ static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 /// Marks one request or connection in flight for as long as it lives.
 #[derive(Debug)]
-pub struct InFlight(());
+pub(crate) struct InFlight(());
 
 impl InFlight {
     /// Starts counting.
-    pub fn start() -> Self {
+    pub(crate) fn start() -> Self {
         IN_FLIGHT.fetch_add(1, Ordering::AcqRel);
         Self(())
     }
 
     /// How many are in flight now.
-    pub fn count() -> usize {
+    pub(crate) fn count() -> usize {
         IN_FLIGHT.load(Ordering::Acquire)
     }
 }
@@ -52,7 +52,10 @@ impl Drop for InFlight {
 /// `--upgrade` can bind it while the old process still holds it. Without `upgrade`, a
 /// plain bind is tried first, so that a second sitesteer on the same port still fails to
 /// start instead of sharing it by accident.
-pub fn bind_admin(addr: SocketAddr, upgrade: bool) -> std::io::Result<tokio::net::TcpListener> {
+pub(crate) fn bind_admin(
+    addr: SocketAddr,
+    upgrade: bool,
+) -> std::io::Result<tokio::net::TcpListener> {
     if !upgrade {
         std::net::TcpListener::bind(addr).map(drop)?;
     }
@@ -69,7 +72,7 @@ pub fn bind_admin(addr: SocketAddr, upgrade: bool) -> std::io::Result<tokio::net
 
 /// Binds with retries while an old process (during an upgrade) still holds `addr`: every
 /// 100 ms until `limit`. Returns the last error when it never frees up.
-pub async fn retry_bind<T, E, F, Fut>(limit: Duration, mut bind: F) -> Result<T, E>
+pub(crate) async fn retry_bind<T, E, F, Fut>(limit: Duration, mut bind: F) -> Result<T, E>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, E>>,
@@ -88,7 +91,7 @@ where
 /// listening sockets are handed to a new process, and once pingora has stopped accepting
 /// (after `SIGTERM`, or at the end of an upgrade), waits until nothing is in flight, at
 /// most `drain`, then exits the process with 0.
-pub async fn watch_shutdown(
+pub(crate) async fn watch_shutdown(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     admin_stop: watch::Sender<bool>,
     drain: Duration,

@@ -18,12 +18,12 @@ use sitesteer_probes::Overrides;
 use crate::incidents::Incident;
 
 /// Format version written to the file.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 
 /// Everything persisted.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct PersistedState {
+pub(crate) struct PersistedState {
     /// Format version.
     pub version: u32,
     /// Operator overrides by site.
@@ -35,7 +35,7 @@ pub struct PersistedState {
 /// The `incidents` of the state file: a JSON array of incidents, newest first, followed by
 /// those that could not be read when the file was loaded.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct SavedIncidents {
+pub(crate) struct SavedIncidents {
     /// The incidents read, newest first.
     pub read: Vec<Incident>,
     /// Saved incidents that could not be read, kept as they were written.
@@ -44,7 +44,7 @@ pub struct SavedIncidents {
 
 /// A saved incident that could not be read.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Unreadable {
+pub(crate) struct Unreadable {
     /// The entry as it was written.
     pub value: serde_json::Value,
     /// Why it could not be read.
@@ -54,7 +54,7 @@ pub struct Unreadable {
 impl SavedIncidents {
     /// The highest incident id in the file, unreadable entries included (so that a new
     /// incident never takes the id of one kept unread).
-    pub fn max_id(&self) -> u64 {
+    pub(crate) fn max_id(&self) -> u64 {
         let read = self.read.iter().map(|i| i.id);
         let unread = self
             .unreadable
@@ -96,7 +96,7 @@ impl<'de> Deserialize<'de> for SavedIncidents {
 
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
-pub enum StateError {
+pub(crate) enum StateError {
     /// An I/O error.
     #[error("state file {path}: {source}")]
     Io {
@@ -117,18 +117,18 @@ pub enum StateError {
 
 /// The state file at one path.
 #[derive(Clone, Debug)]
-pub struct StateFile {
+pub(crate) struct StateFile {
     path: PathBuf,
 }
 
 impl StateFile {
     /// The file at `path` (not touched until read or written).
-    pub fn new(path: impl Into<PathBuf>) -> Self {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> Self {
         Self { path: path.into() }
     }
 
     /// Where the file lives.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
@@ -140,7 +140,7 @@ impl StateFile {
     }
 
     /// Reads the state; a missing file is the empty state.
-    pub fn load(&self) -> Result<PersistedState, StateError> {
+    pub(crate) fn load(&self) -> Result<PersistedState, StateError> {
         match std::fs::read(&self.path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| StateError::Corrupt {
                 path: self.path.clone(),
@@ -155,7 +155,7 @@ impl StateFile {
     }
 
     /// Writes the state atomically and durably.
-    pub fn save(&self, state: &PersistedState) -> Result<(), StateError> {
+    pub(crate) fn save(&self, state: &PersistedState) -> Result<(), StateError> {
         let dir = self
             .path
             .parent()

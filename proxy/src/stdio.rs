@@ -25,7 +25,7 @@ const MAX_LINE: usize = 16 << 20;
 
 /// Why the bridge stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum StdioError {
+pub(crate) enum StdioError {
     /// The URL is not `http://host:port/path`.
     #[error("the URL {0:?} is not an http:// URL with a host")]
     BadUrl(String),
@@ -54,7 +54,7 @@ struct Reply {
 }
 
 /// Runs the bridge until stdin closes.
-pub async fn run(url: &str) -> Result<(), StdioError> {
+pub(crate) async fn run(url: &str) -> Result<(), StdioError> {
     let uri: Uri = url
         .parse()
         .map_err(|_| StdioError::BadUrl(url.to_string()))?;

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::steer::{Attempts, Steering};
 
 /// The TCP proxy app.
-pub struct TcpProxy {
+pub(crate) struct TcpProxy {
     steering: Arc<Steering>,
     metrics: Arc<Metrics>,
     registry: Arc<Registry>,
@@ -28,7 +28,10 @@ pub struct TcpProxy {
 }
 
 /// An upstream connection: plain TCP, or TLS for `[site.tls]` sites.
-pub trait UpstreamIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+pub(crate) trait UpstreamIo:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send
+{
+}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> UpstreamIo for T {}
 
 impl TcpProxy {
@@ -47,7 +50,7 @@ impl TcpProxy {
     }
 
     /// Reaches `[site.tls]` sites over TLS with the CAs in `tls`.
-    pub fn with_tls(mut self, tls: Arc<crate::tls::Tls>) -> Self {
+    pub(crate) fn with_tls(mut self, tls: Arc<crate::tls::Tls>) -> Self {
         self.tls = Some(tls);
         self
     }

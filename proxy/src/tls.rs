@@ -35,7 +35,7 @@ use tokio_rustls::TlsConnector;
 
 /// The listeners' certificate, replaceable while they run.
 #[derive(Debug)]
-pub struct CertResolver {
+pub(crate) struct CertResolver {
     current: ArcSwap<CertifiedKey>,
 }
 
@@ -92,7 +92,7 @@ fn problem(path: &str, message: String) -> ConfigError {
 }
 
 /// Reads every TLS file `config` names. Errors name the config key of the file.
-pub fn prepare(config: &Config) -> Result<Prepared, Vec<ConfigError>> {
+pub(crate) fn prepare(config: &Config) -> Result<Prepared, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let listener = match &config.tls.listener {
         None => None,
@@ -149,7 +149,7 @@ pub fn prepare(config: &Config) -> Result<Prepared, Vec<ConfigError>> {
 }
 
 /// Checks every TLS file of `config` (for `sitesteer check` and `run`).
-pub fn check(config: &Config, origin: &str) -> Result<(), ConfigErrors> {
+pub(crate) fn check(config: &Config, origin: &str) -> Result<(), ConfigErrors> {
     prepare(config).map(drop).map_err(|errors| ConfigErrors {
         origin: origin.to_string(),
         errors,

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 /// The retry-relevant annotations of one tool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Hints {
+pub(crate) struct Hints {
     /// `annotations.readOnlyHint`.
     pub read_only: bool,
     /// `annotations.idempotentHint`.
@@ -18,7 +18,7 @@ pub struct Hints {
 
 impl Hints {
     /// Whether a call may be sent again after a failure.
-    pub fn repeatable(self) -> bool {
+    pub(crate) fn repeatable(self) -> bool {
         self.read_only || self.idempotent
     }
 }
@@ -28,14 +28,14 @@ const MAX_TOOLS_PER_SITE: usize = 4096;
 
 /// Tools by site, then by name.
 #[derive(Default)]
-pub struct ToolCatalog {
+pub(crate) struct ToolCatalog {
     sites: RwLock<HashMap<String, HashMap<String, Hints>>>,
 }
 
 impl ToolCatalog {
     /// Learns from the JSON-RPC answer to a `tools/list` sent to `site` (plain JSON or SSE).
     /// Returns how many tools were learned.
-    pub fn learn(&self, site: &str, answer: &[u8]) -> usize {
+    pub(crate) fn learn(&self, site: &str, answer: &[u8]) -> usize {
         let Some(message) = crate::mcp::message_of(answer) else {
             return 0;
         };
@@ -68,7 +68,7 @@ impl ToolCatalog {
     }
 
     /// The hints of `tool` on `site`, else as any other site describes it.
-    pub fn hints(&self, site: &str, tool: &str) -> Option<Hints> {
+    pub(crate) fn hints(&self, site: &str, tool: &str) -> Option<Hints> {
         let sites = self.sites.read().unwrap_or_else(|p| p.into_inner());
         sites
             .get(site)

@@ -17,14 +17,14 @@ use crate::events::{Event, EventLog};
 use crate::metrics::Metrics;
 
 /// Events queued per webhook before new ones are dropped.
-pub const QUEUE: usize = 1024;
+pub(crate) const QUEUE: usize = 1024;
 /// First pause between attempts (doubled after each failure, up to [`MAX_BACKOFF`]).
-pub const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// Longest pause between attempts.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Starts one delivery task per webhook, fed from the events log.
-pub fn start(hooks: &[Webhook], events: &Arc<EventLog>, metrics: &Arc<Metrics>) {
+pub(crate) fn start(hooks: &[Webhook], events: &Arc<EventLog>, metrics: &Arc<Metrics>) {
     if hooks.is_empty() {
         return;
     }

@@ -7,6 +7,7 @@
 //! (`faults,distance,soak`), `CHAOS_PROXIES` (`sitesteer,haproxy`), `CHAOS_REPORT` (the file to write, default `RELIABILITY.md` at
 //! the workspace root; `-` prints only), `SITESTEER_BIN` (the binary under test;
 //! `make chaos` points it at the release build).
+#![warn(unreachable_pub, missing_docs)]
 
 use sitesteer_test_support::chaos as kit;
 

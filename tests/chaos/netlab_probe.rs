@@ -3,6 +3,7 @@
 //!
 //! Exits 0 when it can, 2 with the reason on stdout when it cannot (a skip), 1 when it should
 //! and setting up failed (so that the test runs and fails with the details).
+#![warn(unreachable_pub, missing_docs)]
 
 use sitesteer_test_support::chaos::netlab::{LabError, NetLab};
 

@@ -42,7 +42,7 @@ static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Starts a load-heavy test: waits for the machine (see [`HEAVY`]) and points the chaos kit
 /// at the binary under test.
-pub async fn heavy_test() -> tokio::sync::MutexGuard<'static, ()> {
+pub(crate) async fn heavy_test() -> tokio::sync::MutexGuard<'static, ()> {
     let serial = HEAVY.lock().await;
     crate::harness::binary();
     serial
@@ -50,7 +50,7 @@ pub async fn heavy_test() -> tokio::sync::MutexGuard<'static, ()> {
 
 /// Writes straight to the test process's stderr (libtest does not capture it), so the
 /// figures show in `make test` output.
-pub fn say(text: &str) {
+pub(crate) fn say(text: &str) {
     use std::io::Write;
     let _ = std::io::stderr()
         .lock()

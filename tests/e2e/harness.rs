@@ -14,25 +14,25 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 
 /// What every suite shares: one answer type, one port picker, scratch folders, bounded waits.
-pub use sitesteer_test_support::chaos::client::Answer;
-pub use sitesteer_test_support::{free_port, wait_until, Scratch};
+pub(crate) use sitesteer_test_support::chaos::client::Answer;
+pub(crate) use sitesteer_test_support::{free_port, wait_until, Scratch};
 
 /// The `sitesteer` binary under test: the one cargo built for this suite
 /// (`CARGO_BIN_EXE_sitesteer`), unless `SITESTEER_BIN` names another. Registers it with the
 /// support crate, so that the chaos kit starts the same one.
-pub fn binary() -> PathBuf {
+pub(crate) fn binary() -> PathBuf {
     sitesteer_test_support::use_sitesteer_bin(env!("CARGO_BIN_EXE_sitesteer"))
 }
 
 /// A child process killed on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     /// The child.
     pub child: Child,
 }
 
 impl Proc {
     /// Sends a signal (`-9`, `-STOP`, `-CONT`, ...).
-    pub fn signal(&self, sig: &str) {
+    pub(crate) fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .arg(sig)
             .arg(self.child.id().to_string())
@@ -41,7 +41,7 @@ impl Proc {
     }
 
     /// Kills with SIGKILL and reaps.
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         self.signal("-9");
         let _ = self.child.wait();
     }
@@ -56,7 +56,7 @@ impl Drop for Proc {
 }
 
 /// One demo site process.
-pub struct DemoSite {
+pub(crate) struct DemoSite {
     /// Its address.
     pub addr: SocketAddr,
     /// The process.
@@ -65,7 +65,7 @@ pub struct DemoSite {
 
 impl DemoSite {
     /// Starts a demo site and waits until it answers `/health`.
-    pub async fn start(name: &str, port: u16) -> Self {
+    pub(crate) async fn start(name: &str, port: u16) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let child = Command::new(binary())
             .args(["demo-site", "--name", name, "--http", &addr.to_string()])
@@ -86,7 +86,7 @@ impl DemoSite {
     }
 
     /// Sets the site's misbehaviour mode through its control endpoint.
-    pub async fn set_mode(&self, mode: &str) {
+    pub(crate) async fn set_mode(&self, mode: &str) {
         let body = format!("{{\"mode\":\"{mode}\",\"delay_ms\":300}}");
         let r = request(self.addr, Method::POST, "/control", &[], Some(body))
             .await
@@ -96,7 +96,7 @@ impl DemoSite {
 }
 
 /// A running `sitesteer run` process.
-pub struct Sitesteer {
+pub(crate) struct Sitesteer {
     /// The proxy's HTTP listener.
     pub http: SocketAddr,
     /// The admin listener.
@@ -110,7 +110,7 @@ pub struct Sitesteer {
 impl Sitesteer {
     /// Writes `[listen]` plus `body` to a config file and runs sitesteer on it, waiting until
     /// the admin API and the proxy answer.
-    pub async fn start(body: &str) -> Self {
+    pub(crate) async fn start(body: &str) -> Self {
         let dir = Scratch::new("proxy");
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -144,18 +144,18 @@ impl Sitesteer {
     }
 
     /// The process's log so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.0.join("sitesteer.log")).unwrap_or_default()
     }
 
     /// `GET /api/v1/sites` as JSON.
-    pub async fn sites(&self) -> Value {
+    pub(crate) async fn sites(&self) -> Value {
         let r = get(self.admin, "/api/v1/sites").await.expect("sites API");
         serde_json::from_slice(&r.body).expect("sites JSON")
     }
 
     /// The state of site `name` as the admin API shows it.
-    pub async fn state_of(&self, name: &str) -> String {
+    pub(crate) async fn state_of(&self, name: &str) -> String {
         let sites = self.sites().await;
         sites["sites"]
             .as_array()
@@ -166,13 +166,18 @@ impl Sitesteer {
     }
 
     /// Waits until site `name` is in `state`; returns how long it took.
-    pub async fn wait_state(&self, name: &str, state: &str, limit: Duration) -> Option<Duration> {
+    pub(crate) async fn wait_state(
+        &self,
+        name: &str,
+        state: &str,
+        limit: Duration,
+    ) -> Option<Duration> {
         wait_until(limit, || async { self.state_of(name).await == state }).await
     }
 }
 
 /// One request over a new connection, bounded to 5 s.
-pub async fn request(
+pub(crate) async fn request(
     addr: SocketAddr,
     method: Method,
     path: &str,
@@ -221,7 +226,7 @@ pub async fn request(
 }
 
 /// `PUT /api/v1/sites/{site}/weight` on the admin listener `admin`.
-pub async fn put_weight(admin: SocketAddr, site: &str, weight: u32) -> Answer {
+pub(crate) async fn put_weight(admin: SocketAddr, site: &str, weight: u32) -> Answer {
     let body = format!("{{\"weight\":{weight}}}");
     request(
         admin,
@@ -235,12 +240,12 @@ pub async fn put_weight(admin: SocketAddr, site: &str, weight: u32) -> Answer {
 }
 
 /// `GET path`.
-pub async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
+pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> {
     request(addr, Method::GET, path, &[], None).await
 }
 
 /// An MCP JSON-RPC call over Streamable HTTP.
-pub async fn mcp(
+pub(crate) async fn mcp(
     addr: SocketAddr,
     method: &str,
     params: Value,
@@ -259,7 +264,7 @@ pub async fn mcp(
 }
 
 /// The `[[site]]` tables for `sites` (name, tier, address), http endpoints only.
-pub fn site_tables(sites: &[(&str, u8, SocketAddr)]) -> String {
+pub(crate) fn site_tables(sites: &[(&str, u8, SocketAddr)]) -> String {
     sites
         .iter()
         .map(|(name, tier, addr)| format!("[[site]]\nname = \"{name}\"\ntier = {tier}\n[site.endpoints]\nhttp = \"{addr}\"\n\n"))
@@ -269,7 +274,7 @@ pub fn site_tables(sites: &[(&str, u8, SocketAddr)]) -> String {
 impl DemoSite {
     /// Starts a demo site that also serves newline JSON-RPC on `tcp_port`, and waits until
     /// both listeners answer.
-    pub async fn start_with_tcp(name: &str, port: u16, tcp_port: u16) -> Self {
+    pub(crate) async fn start_with_tcp(name: &str, port: u16, tcp_port: u16) -> Self {
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let tcp = SocketAddr::from(([127, 0, 0, 1], tcp_port));
         let log = std::env::temp_dir().join(format!("sitesteer-e2e-demo-{name}-{port}.log"));

@@ -1,4 +1,5 @@
 //! End-to-end tests: real sitesteer and demo-site processes on 127.0.0.1.
+#![warn(unreachable_pub, missing_docs)]
 
 mod harness;
 mod pyenv;

@@ -18,7 +18,7 @@ const MAX_STDERR: usize = 64 << 10;
 
 /// The venv's Python (`SITESTEER_PYTHON`, else `<workspace>/build/venv/bin/python`); panics
 /// with what to do when it is missing or lacks the packages.
-pub fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     static CHECKED: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     CHECKED
         .get_or_init(|| {
@@ -49,7 +49,7 @@ pub fn python() -> PathBuf {
 
 /// A Python script from `tests/e2e/py` running as a child; its stdout JSON lines arrive as
 /// events. Killed on drop.
-pub struct PyProc {
+pub(crate) struct PyProc {
     /// What ran, for messages.
     pub label: String,
     /// Every event read so far.
@@ -62,7 +62,7 @@ pub struct PyProc {
 
 impl PyProc {
     /// Starts `tests/e2e/py/<script>` with `args`.
-    pub fn spawn(script: &str, args: &[&str]) -> Self {
+    pub(crate) fn spawn(script: &str, args: &[&str]) -> Self {
         let path = sitesteer_test_support::workspace_root()
             .join("tests/e2e/py")
             .join(script);
@@ -109,20 +109,24 @@ impl PyProc {
     }
 
     /// What the script wrote to stderr so far.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr.lock().expect("stderr").clone()
     }
 
     /// Waits up to `limit` for the event named `name`; panics, with everything the script
     /// said, on timeout, on exit, or on an `error` or `gave_up` event.
-    pub async fn expect(&mut self, name: &str, limit: Duration) -> Value {
+    pub(crate) async fn expect(&mut self, name: &str, limit: Duration) -> Value {
         self.try_expect(name, limit)
             .await
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// [`Self::expect`], with the failure (and everything the script said) as `Err`.
-    pub async fn try_expect(&mut self, name: &str, limit: Duration) -> Result<Value, String> {
+    pub(crate) async fn try_expect(
+        &mut self,
+        name: &str,
+        limit: Duration,
+    ) -> Result<Value, String> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let next = tokio::time::timeout_at(deadline, self.lines.recv()).await;
@@ -143,7 +147,7 @@ impl PyProc {
     }
 
     /// The events named `name` seen so far.
-    pub fn seen_named(&self, name: &str) -> Vec<&Value> {
+    pub(crate) fn seen_named(&self, name: &str) -> Vec<&Value> {
         self.seen.iter().filter(|e| e["event"] == name).collect()
     }
 

@@ -14,7 +14,7 @@ use crate::harness::{binary, free_port, get, site_tables, wait_until, DemoSite, 
 use crate::traffic::{failures, Traffic};
 
 /// The addresses and config file of a sitesteer started by hand.
-pub struct Front {
+pub(crate) struct Front {
     /// `listen.http`.
     pub http: SocketAddr,
     /// `listen.tcp`, when asked for.
@@ -29,7 +29,7 @@ pub struct Front {
 
 impl Front {
     /// Fresh loopback ports and a scratch folder; `tcp` adds a `listen.tcp`.
-    pub fn new(tag: &str, tcp: bool) -> Self {
+    pub(crate) fn new(tag: &str, tcp: bool) -> Self {
         let dir = Scratch::new(tag);
         Self {
             http: SocketAddr::from(([127, 0, 0, 1], free_port())),
@@ -41,7 +41,7 @@ impl Front {
     }
 
     /// Writes (or rewrites) the config: `[listen]` with this front's addresses, then `body`.
-    pub fn write(&self, body: &str) {
+    pub(crate) fn write(&self, body: &str) {
         let tcp = self
             .tcp
             .map(|t| format!("tcp = \"{t}\"\n"))
@@ -54,7 +54,7 @@ impl Front {
     }
 
     /// Runs `sitesteer run` on the config (with `--upgrade` when asked), logging to `log`.
-    pub fn spawn(&self, upgrade: bool, log: &str) -> Proc {
+    pub(crate) fn spawn(&self, upgrade: bool, log: &str) -> Proc {
         let log = std::fs::File::create(self.dir.0.join(log)).expect("log file");
         let mut cmd = Command::new(binary());
         cmd.args(["run", "-c"]).arg(&self.config);
@@ -71,7 +71,7 @@ impl Front {
     }
 
     /// Spawns sitesteer and waits until its admin API answers and the proxy accepts.
-    pub async fn start(&self, log: &str) -> Proc {
+    pub(crate) async fn start(&self, log: &str) -> Proc {
         let proc = self.spawn(false, log);
         let ready = wait_until(Duration::from_secs(15), || async {
             get(self.admin, "/healthz")
@@ -89,13 +89,13 @@ impl Front {
     }
 
     /// A log file of this front so far.
-    pub fn log(&self, name: &str) -> String {
+    pub(crate) fn log(&self, name: &str) -> String {
         std::fs::read_to_string(self.dir.0.join(name)).unwrap_or_default()
     }
 }
 
 /// Waits for `proc` to exit, at most `limit`; its exit code, or `None` if it still runs.
-pub async fn wait_exit(proc: &mut Proc, limit: Duration) -> Option<i32> {
+pub(crate) async fn wait_exit(proc: &mut Proc, limit: Duration) -> Option<i32> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if let Ok(Some(status)) = proc.child.try_wait() {

@@ -24,13 +24,13 @@ use crate::harness::{free_port, get, site_tables, wait_until, DemoSite, Scratch}
 use crate::restart::Front;
 
 /// A throwaway certificate authority.
-pub struct Pki {
+pub(crate) struct Pki {
     issuer: CertifiedIssuer<'static, KeyPair>,
 }
 
 impl Pki {
     /// A new CA called `name`.
-    pub fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -41,12 +41,12 @@ impl Pki {
     }
 
     /// The CA certificate, PEM.
-    pub fn ca_pem(&self) -> String {
+    pub(crate) fn ca_pem(&self) -> String {
         self.issuer.pem()
     }
 
     /// A leaf certificate for `names` (DNS names or IPs) and its key, both PEM.
-    pub fn leaf(&self, names: &[&str]) -> (String, String) {
+    pub(crate) fn leaf(&self, names: &[&str]) -> (String, String) {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
         let mut params = CertificateParams::new(names).expect("params");
         params

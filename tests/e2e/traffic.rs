@@ -12,7 +12,7 @@ use crate::harness::{get, mcp};
 
 /// One request's outcome.
 #[derive(Clone, Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// When it was sent, since the traffic started.
     pub sent: Duration,
     /// The serving site (`x-sitesteer-site`), empty on failure.
@@ -22,7 +22,7 @@ pub struct Outcome {
 }
 
 /// Running traffic; `stop` returns every outcome.
-pub struct Traffic {
+pub(crate) struct Traffic {
     stop: Arc<AtomicBool>,
     outcomes: Arc<Mutex<Vec<Outcome>>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
@@ -32,7 +32,7 @@ pub struct Traffic {
 
 impl Traffic {
     /// Starts `workers` loops against `proxy`, each pausing `pause` between requests.
-    pub fn start(proxy: SocketAddr, workers: usize, pause: Duration) -> Self {
+    pub(crate) fn start(proxy: SocketAddr, workers: usize, pause: Duration) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let outcomes = Arc::new(Mutex::new(Vec::new()));
         let started = Instant::now();
@@ -87,12 +87,12 @@ impl Traffic {
     }
 
     /// Time since the traffic started.
-    pub fn now(&self) -> Duration {
+    pub(crate) fn now(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// Stops the workers and returns every outcome, in send order.
-    pub async fn stop(self) -> Vec<Outcome> {
+    pub(crate) async fn stop(self) -> Vec<Outcome> {
         self.stop.store(true, Ordering::Relaxed);
         for w in self.workers {
             let _ = w.await;
@@ -104,12 +104,12 @@ impl Traffic {
 }
 
 /// The failed outcomes.
-pub fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {
+pub(crate) fn failures(outcomes: &[Outcome]) -> Vec<&Outcome> {
     outcomes.iter().filter(|o| o.result.is_err()).collect()
 }
 
 /// Outcomes sent in `[from, to)` served by `site`.
-pub fn served_by(outcomes: &[Outcome], site: &str, from: Duration, to: Duration) -> usize {
+pub(crate) fn served_by(outcomes: &[Outcome], site: &str, from: Duration, to: Duration) -> usize {
     outcomes
         .iter()
         .filter(|o| o.sent >= from && o.sent < to && o.site == site)

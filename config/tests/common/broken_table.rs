@@ -10,7 +10,7 @@ macro_rules! base {
 }
 
 /// Every row must be refused, with an error whose key path contains the third column.
-pub const BROKEN: &[(&str, &str, &str)] = &[
+pub(super) const BROKEN: &[(&str, &str, &str)] = &[
     // [listen]
     ("listen address of the wrong type", "[listen]\nhttp = 8080\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n", "listen.http"),
     ("listen address without a port", "[listen]\nadmin = \"localhost\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n", "listen.admin"),

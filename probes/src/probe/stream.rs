@@ -8,7 +8,7 @@ use super::{client, ProbeFailure, ProbeTarget};
 use crate::observation::Failure;
 
 /// The SSE probe: `GET path` with `Accept: text/event-stream`, 200, and a first line.
-pub async fn sse(target: &ProbeTarget) -> Result<(), ProbeFailure> {
+pub(super) async fn sse(target: &ProbeTarget) -> Result<(), ProbeFailure> {
     let first = client::first_bytes_via(
         &target.dial,
         Method::GET,
@@ -37,7 +37,7 @@ pub async fn sse(target: &ProbeTarget) -> Result<(), ProbeFailure> {
 }
 
 /// The WebSocket probe: handshake, one JSON-RPC ping, a matching answer.
-pub async fn ws(target: &ProbeTarget) -> Result<(), ProbeFailure> {
+pub(super) async fn ws(target: &ProbeTarget) -> Result<(), ProbeFailure> {
     client::ws_ping_via(&target.dial, &target.spec.path, &target.host).await
 }
 
@@ -45,7 +45,7 @@ pub async fn ws(target: &ProbeTarget) -> Result<(), ProbeFailure> {
 const MAX_LINE: u64 = 64 * 1024;
 
 /// The TCP MCP probe: one `ping` line, one matching answer line.
-pub async fn tcp_ping(target: &ProbeTarget) -> Result<(), ProbeFailure> {
+pub(super) async fn tcp_ping(target: &ProbeTarget) -> Result<(), ProbeFailure> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
     let mut stream = client::open(&target.dial).await.map_err(|f| (f, None))?;

@@ -363,7 +363,7 @@ pub(super) async fn incidents(State(s): State<AdminState>) -> Response {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FaultBody {
-    fault: Option<sitesteer_probes::overrides::Fault>,
+    fault: Option<sitesteer_probes::Fault>,
 }
 
 pub(super) async fn fault(

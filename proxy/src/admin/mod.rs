@@ -27,11 +27,11 @@ use crate::metrics::Metrics;
 use crate::operator::Operator;
 
 /// Largest admin request body.
-pub const MAX_BODY: usize = 64 * 1024;
+pub(crate) const MAX_BODY: usize = 64 * 1024;
 
 /// What the admin handlers share.
 #[derive(Clone)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The health state.
     pub health: HealthHandle,
     /// The metrics registry.
@@ -53,12 +53,12 @@ pub struct AdminState {
 }
 
 /// A JSON error answer.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": message.into()}))).into_response()
 }
 
 /// The admin router.
-pub fn router(state: AdminState) -> Router {
+pub(crate) fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(page::status_page))
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))

@@ -14,10 +14,10 @@ use sitesteer_probes::{Overrides, Snapshot};
 use crate::events::{EventKind, NewEvent};
 
 /// Format version of the stored documents.
-pub const VERSION: u32 = 1;
+pub(super) const VERSION: u32 = 1;
 
 /// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
+pub(super) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -27,7 +27,7 @@ pub fn now_ms() -> u64 {
 /// Who changed the overrides, and how: shown in the events of every other instance.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct ChangeNote {
+pub(crate) struct ChangeNote {
     /// The instance whose admin API took the change.
     pub instance: String,
     /// Who asked (`admin-api`, `sighup`, ...).
@@ -46,7 +46,7 @@ pub struct ChangeNote {
 
 impl ChangeNote {
     /// The note of `event`, taken through `instance`.
-    pub fn of(event: &NewEvent, instance: &str) -> Self {
+    pub(crate) fn of(event: &NewEvent, instance: &str) -> Self {
         Self {
             instance: instance.to_string(),
             actor: event.actor.clone(),
@@ -59,7 +59,7 @@ impl ChangeNote {
     }
 
     /// The event another instance records when it applies this change.
-    pub fn event(&self) -> NewEvent {
+    pub(crate) fn event(&self) -> NewEvent {
         NewEvent {
             kind: EventKind::Operator,
             site: self.site.clone(),
@@ -74,7 +74,7 @@ impl ChangeNote {
 /// The value of `<prefix>overrides`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
-pub struct StoredOverrides {
+pub(crate) struct StoredOverrides {
     /// Format version.
     pub version: u32,
     /// The fleet's operator overrides.
@@ -85,19 +85,19 @@ pub struct StoredOverrides {
 
 impl StoredOverrides {
     /// Parses a stored value.
-    pub fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
     }
 
     /// The stored form.
-    pub fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
 }
 
 /// One site as an instance sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SiteBrief {
+pub(crate) struct SiteBrief {
     /// Site name.
     pub name: String,
     /// State (`up`, `degraded`, `down`, `drained`, `maintenance`).
@@ -118,7 +118,7 @@ pub struct SiteBrief {
 
 /// The value of `<prefix>instances/<name>`: one instance's view, kept under a lease.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct InstanceView {
+pub(crate) struct InstanceView {
     /// The instance's name.
     pub instance: String,
     /// Its admin listener.
@@ -137,7 +137,7 @@ pub struct InstanceView {
 
 impl InstanceView {
     /// The view of `snap`.
-    pub fn of(
+    pub(crate) fn of(
         snap: &Snapshot,
         instance: &str,
         admin: &str,
@@ -171,7 +171,7 @@ impl InstanceView {
 
     /// What changes steering (states, weights, reasons, the overrides revision): a view
     /// whose key differs from the last published one is published at once.
-    pub fn key(&self) -> String {
+    pub(crate) fn key(&self) -> String {
         let mut key = self.overrides_revision.to_string();
         for s in &self.sites {
             key.push_str(&format!(

@@ -28,7 +28,7 @@ const UNAVAILABLE: i64 = 14;
 
 /// Why an etcd call failed.
 #[derive(Debug, thiserror::Error)]
-pub enum EtcdError {
+pub(crate) enum EtcdError {
     /// No endpoint could be reached; nothing was sent.
     #[error("etcd is unreachable: {0}")]
     Unreachable(String),
@@ -59,7 +59,7 @@ impl From<CallError> for EtcdError {
 
 /// One key and its value.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Kv {
+pub(crate) struct Kv {
     /// The key.
     pub key: String,
     /// The value.
@@ -70,7 +70,7 @@ pub struct Kv {
 
 /// The outcome of a compare-and-put.
 #[derive(Debug)]
-pub enum PutIf {
+pub(crate) enum PutIf {
     /// Stored at this revision.
     Stored(i64),
     /// The key had changed: here is what it holds now (`None`: it does not exist).
@@ -79,7 +79,7 @@ pub enum PutIf {
 
 /// One change seen by a watch.
 #[derive(Clone, Debug)]
-pub struct WatchEvent {
+pub(crate) struct WatchEvent {
     /// The key was deleted (`kv.value` is empty).
     pub deleted: bool,
     /// The key as changed.
@@ -88,11 +88,9 @@ pub struct WatchEvent {
 
 /// One message of a watch.
 #[derive(Debug, Default)]
-pub struct WatchBatch {
+pub(crate) struct WatchBatch {
     /// The changes, in revision order.
     pub events: Vec<WatchEvent>,
-    /// The store revision of the message.
-    pub revision: i64,
     /// The watch was canceled by etcd (for example, its start revision was compacted).
     pub canceled: bool,
     /// Set when the start revision was compacted away.
@@ -100,14 +98,14 @@ pub struct WatchBatch {
 }
 
 /// A running watch; dropping it closes its connection.
-pub struct Watch {
+pub(crate) struct Watch {
     body: Incoming,
     buf: Vec<u8>,
     _conn: ConnTask,
 }
 
 /// The client.
-pub struct Etcd {
+pub(crate) struct Etcd {
     transport: Transport,
     credentials: Option<(String, String)>,
     token: Mutex<Option<String>>,
@@ -184,7 +182,7 @@ impl Etcd {
     /// A client for the endpoints of `config`; `timeout` bounds each call (attempts
     /// included) and `connect` each connection attempt. TLS files and the password file are
     /// read now.
-    pub fn new(
+    pub(crate) fn new(
         config: &ClusterConfig,
         timeout: Duration,
         connect: Duration,
@@ -211,12 +209,12 @@ impl Etcd {
     }
 
     /// Starts the next calls on the next endpoint (after a failure on the current one).
-    pub fn rotate(&self) {
+    pub(crate) fn rotate(&self) {
         self.transport.rotate();
     }
 
     /// The endpoint URLs.
-    pub fn endpoints(&self) -> Vec<String> {
+    pub(crate) fn endpoints(&self) -> Vec<String> {
         self.transport.urls()
     }
 
@@ -320,7 +318,7 @@ impl Etcd {
     }
 
     /// The key `key` (if it exists) and the store's current revision.
-    pub async fn get(&self, key: &str) -> Result<(Option<Kv>, i64), EtcdError> {
+    pub(crate) async fn get(&self, key: &str) -> Result<(Option<Kv>, i64), EtcdError> {
         let v = self
             .call("/v3/kv/range", json!({"key": b64(key.as_bytes())}))
             .await?;
@@ -329,7 +327,7 @@ impl Etcd {
     }
 
     /// Every key under `prefix`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<Kv>, EtcdError> {
+    pub(crate) async fn list(&self, prefix: &str) -> Result<Vec<Kv>, EtcdError> {
         let v = self
             .call(
                 "/v3/kv/range",
@@ -341,7 +339,7 @@ impl Etcd {
 
     /// Stores `value` under `key` only if the key's last change is `mod_revision` (0: the
     /// key does not exist). On a mismatch, answers what the key holds now.
-    pub async fn put_if(
+    pub(crate) async fn put_if(
         &self,
         key: &str,
         value: &[u8],
@@ -370,7 +368,7 @@ impl Etcd {
     }
 
     /// Stores `value` under `key`, attached to `lease` (0: none).
-    pub async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<i64, EtcdError> {
+    pub(crate) async fn put(&self, key: &str, value: &[u8], lease: i64) -> Result<i64, EtcdError> {
         let mut body = json!({"key": b64(key.as_bytes()), "value": b64(value)});
         if lease != 0 {
             body["lease"] = json!(lease.to_string());
@@ -380,7 +378,7 @@ impl Etcd {
     }
 
     /// A new lease of `ttl`; returns its id.
-    pub async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
+    pub(crate) async fn grant(&self, ttl: Duration) -> Result<i64, EtcdError> {
         let v = self
             .call(
                 "/v3/lease/grant",
@@ -397,22 +395,15 @@ impl Etcd {
     }
 
     /// Renews lease `id`; returns its remaining TTL in seconds (0: the lease is gone).
-    pub async fn keep_alive(&self, id: i64) -> Result<i64, EtcdError> {
+    pub(crate) async fn keep_alive(&self, id: i64) -> Result<i64, EtcdError> {
         let v = self
             .call("/v3/lease/keepalive", json!({"ID": id.to_string()}))
             .await?;
         Ok(int(&v["result"]["TTL"]))
     }
 
-    /// Revokes lease `id` (its keys go at once).
-    pub async fn revoke(&self, id: i64) -> Result<(), EtcdError> {
-        self.call("/v3/lease/revoke", json!({"ID": id.to_string()}))
-            .await
-            .map(drop)
-    }
-
     /// Watches `key` from `start_revision` on.
-    pub async fn watch(&self, key: &str, start_revision: i64) -> Result<Watch, EtcdError> {
+    pub(crate) async fn watch(&self, key: &str, start_revision: i64) -> Result<Watch, EtcdError> {
         let headers = self.auth_headers().await?;
         let body = json!({"create_request": {"key": b64(key.as_bytes()), "start_revision": start_revision.to_string()}});
         let (status, body, conn) = self
@@ -475,14 +466,13 @@ impl Watch {
     }
 
     /// The next message: changes, or a cancellation.
-    pub async fn next(&mut self) -> Result<WatchBatch, EtcdError> {
+    pub(crate) async fn next(&mut self) -> Result<WatchBatch, EtcdError> {
         let v = self.next_value().await?;
         if v.get("error").is_some() {
             return Err(refusal(&v["error"], 200));
         }
         let r = &v["result"];
         let mut batch = WatchBatch {
-            revision: int(&r["header"]["revision"]),
             canceled: r["canceled"].as_bool().unwrap_or(false),
             compact_revision: int(&r["compact_revision"]),
             events: Vec::new(),

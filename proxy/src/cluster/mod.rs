@@ -29,8 +29,8 @@ use serde_json::{json, Value};
 use sitesteer_config::Config;
 use sitesteer_probes::{HealthHandle, Overrides};
 
-pub use doc::{ChangeNote, InstanceView, SiteBrief, StoredOverrides};
-pub use etcd::{Etcd, EtcdError, Kv, PutIf};
+pub(crate) use doc::{ChangeNote, InstanceView, StoredOverrides};
+pub(crate) use etcd::{Etcd, EtcdError, Kv, PutIf};
 
 use crate::events::{EventKind, EventLog, NewEvent};
 use crate::metrics::Metrics;
@@ -40,13 +40,13 @@ use crate::state_file::{PersistedState, StateFile};
 
 /// Bound of one etcd call, its repeated attempts included: long enough to ride through an
 /// etcd leader election (about 1–2 s with etcd's defaults).
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound of one connection attempt to one etcd endpoint.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long `GET /api/v1/cluster` waits for etcd before it answers the last views read.
-pub const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
+pub(crate) const REPORT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a start waits for etcd before it serves from the local state file.
-pub const START_TIMEOUT: Duration = Duration::from_secs(3);
+pub(crate) const START_TIMEOUT: Duration = Duration::from_secs(3);
 
 impl From<EtcdError> for StoreError {
     fn from(e: EtcdError) -> Self {
@@ -71,7 +71,7 @@ struct Link {
 }
 
 /// This instance's membership of the fleet.
-pub struct Cluster {
+pub(crate) struct Cluster {
     etcd: Etcd,
     instance: String,
     admin: String,
@@ -95,7 +95,7 @@ fn hostname() -> String {
 }
 
 /// The instance name: `cluster.instance`, else the host name and the admin port.
-pub fn instance_name(config: &Config) -> String {
+pub(crate) fn instance_name(config: &Config) -> String {
     config
         .cluster
         .as_ref()
@@ -106,7 +106,7 @@ pub fn instance_name(config: &Config) -> String {
 impl Cluster {
     /// The fleet membership of `config` (`None` without `[cluster]`). Reads the TLS and
     /// password files; an unreadable one is an error.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         events: Arc<EventLog>,
         metrics: Arc<Metrics>,
@@ -130,13 +130,8 @@ impl Cluster {
         })))
     }
 
-    /// This instance's name in the fleet.
-    pub fn instance(&self) -> &str {
-        &self.instance
-    }
-
     /// True while etcd answers.
-    pub fn is_connected(&self) -> bool {
+    pub(crate) fn is_connected(&self) -> bool {
         self.connected.load(Ordering::Acquire)
     }
 
@@ -146,13 +141,13 @@ impl Cluster {
 
     /// The store revision of the overrides applied, and the key's `mod_revision` that the
     /// next write compares against.
-    pub fn revisions(&self) -> (i64, i64) {
+    pub(crate) fn revisions(&self) -> (i64, i64) {
         let l = self.link();
         (l.applied, l.base)
     }
 
     /// Records the revisions of the overrides just applied (called under the operator lock).
-    pub fn set_revisions(&self, applied: i64, base: i64) {
+    pub(crate) fn set_revisions(&self, applied: i64, base: i64) {
         let mut l = self.link();
         l.applied = applied;
         l.base = base;
@@ -167,7 +162,7 @@ impl Cluster {
     }
 
     /// Records whether etcd answers: the gauge always, an event and a log line on a change.
-    pub fn set_connected(&self, on: bool, detail: &str) {
+    pub(crate) fn set_connected(&self, on: bool, detail: &str) {
         self.connected.store(on, Ordering::Release);
         self.metrics.cluster_connected.set(i64::from(on));
         let (was, revision) = {
@@ -230,7 +225,7 @@ impl Cluster {
     }
 
     /// Reads the fleet's overrides; when there are none yet, seeds them from `local`.
-    pub async fn read_or_seed(&self, local: &Overrides) -> Result<Fetched, EtcdError> {
+    pub(crate) async fn read_or_seed(&self, local: &Overrides) -> Result<Fetched, EtcdError> {
         let key = self.overrides_key();
         let (kv, revision) = self.etcd.get(&key).await?;
         if kv.is_some() {
@@ -258,13 +253,13 @@ impl Cluster {
 
     /// The event to record here for a change noted in the store: `None` when this instance
     /// made it (it is recorded already).
-    pub fn foreign(&self, note: Option<ChangeNote>) -> Option<NewEvent> {
+    pub(crate) fn foreign(&self, note: Option<ChangeNote>) -> Option<NewEvent> {
         note.filter(|n| n.instance != self.instance)
             .map(|n| n.event())
     }
 
     /// Stores the fleet's overrides `next` if the key is still at `base`, noting `change`.
-    pub async fn store(
+    pub(crate) async fn store(
         &self,
         next: &Overrides,
         base: i64,
@@ -310,7 +305,7 @@ impl Cluster {
     /// At start, before the health owner runs: with etcd reachable, the fleet's overrides
     /// replace the local ones (the state file is rewritten), or are seeded from them; without
     /// it, the local state file stands and the background task keeps trying.
-    pub async fn startup(&self, persisted: &mut PersistedState, state_file: &StateFile) {
+    pub(crate) async fn startup(&self, persisted: &mut PersistedState, state_file: &StateFile) {
         let fetched =
             tokio::time::timeout(START_TIMEOUT, self.read_or_seed(&persisted.overrides)).await;
         let fetched = match fetched {
@@ -347,13 +342,13 @@ impl Cluster {
 
     /// The background task, for the life of the process: watch, lease, publication,
     /// reconnection.
-    pub async fn run(self: Arc<Self>, operator: Arc<Operator>, health: HealthHandle) {
+    pub(crate) async fn run(self: Arc<Self>, operator: Arc<Operator>, health: HealthHandle) {
         sync::run(self, operator, health).await
     }
 
     /// `GET /api/v1/cluster`: every instance's view (read from etcd now, or the last one read
     /// when etcd is unreachable, marked stale) and this instance's link.
-    pub async fn report(&self, health: &HealthHandle) -> Value {
+    pub(crate) async fn report(&self, health: &HealthHandle) -> Value {
         let listed =
             tokio::time::timeout(REPORT_TIMEOUT, self.etcd.list(&self.instances_prefix())).await;
         let fresh = match listed {
@@ -409,7 +404,7 @@ impl Cluster {
     }
 
     /// The short status shown with the sites (and on the status page).
-    pub fn summary(&self) -> Value {
+    pub(crate) fn summary(&self) -> Value {
         let l = self.link();
         json!({
             "instance": self.instance,

@@ -98,7 +98,7 @@ impl View {
 
 /// An answer: addresses in preference order, with the sites they belong to.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Answer {
+pub(super) struct Answer {
     /// Why these sites (normal, degraded or panic).
     pub mode: Option<Mode>,
     /// Site ids, in answer order.
@@ -127,14 +127,14 @@ fn next_random(state: &mut u64) -> u64 {
 
 /// The answer for a client in `region`, from a family's re-keyed snapshot; `seed` drives
 /// the weighted shuffle (the same seed gives the same order).
-pub fn answer(view: &Snapshot, region: Option<&str>, seed: u64) -> Answer {
+pub(super) fn answer(view: &Snapshot, region: Option<&str>, seed: u64) -> Answer {
     let mut out = Answer::default();
     answer_into(view, region, seed, &mut out);
     out
 }
 
 /// [`answer`] into `out`, reusing its buffers (the UDP path answers without allocating).
-pub fn answer_into(view: &Snapshot, region: Option<&str>, seed: u64, out: &mut Answer) {
+pub(super) fn answer_into(view: &Snapshot, region: Option<&str>, seed: u64, out: &mut Answer) {
     out.mode = None;
     out.sites.clear();
     out.addrs.clear();
@@ -173,7 +173,7 @@ pub fn answer_into(view: &Snapshot, region: Option<&str>, seed: u64, out: &mut A
 
 /// The set of sites answered (sorted ids) and why, whatever the client and the shuffle:
 /// what an answer-set change event compares.
-pub fn answer_set(view: &Snapshot) -> (Option<Mode>, Vec<usize>) {
+pub(super) fn answer_set(view: &Snapshot) -> (Option<Mode>, Vec<usize>) {
     let mut a = answer(view, None, 0);
     a.sites.sort_unstable();
     (a.mode, a.sites)

@@ -34,7 +34,7 @@ fn uint(out: &mut Vec<u8>, kind: u8, value: u64, bytes: usize) {
 
 /// One network and the record it maps to: `(key, field, code)`, e.g.
 /// `("country", "iso_code", "US")`.
-pub struct Entry {
+pub(super) struct Entry {
     /// Network address.
     pub net: Ipv4Addr,
     /// Prefix length.
@@ -48,7 +48,7 @@ pub struct Entry {
 }
 
 /// The bytes of a database holding `entries` (non-overlapping networks).
-pub fn build(entries: &[Entry]) -> Vec<u8> {
+pub(super) fn build(entries: &[Entry]) -> Vec<u8> {
     let mut data = Vec::new();
     let mut nodes: Vec<[Rec; 2]> = vec![[Rec::Empty, Rec::Empty]];
     for e in entries {

@@ -15,14 +15,14 @@
 //! query, and a reload that changes `[dns]` or `[[geo]]` takes effect at once (a new
 //! `listen.dns` or `dns.udp_threads` needs a restart).
 
-pub mod answer;
-pub mod geo;
+mod answer;
+mod geo;
 pub mod handler;
 pub mod replay;
-pub mod respond;
-pub mod udp;
-pub mod watch;
-pub mod zone;
+mod respond;
+mod udp;
+mod watch;
+mod zone;
 
 #[cfg(test)]
 mod mmdb_writer;

@@ -34,7 +34,7 @@ use super::Current;
 pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// The UDP payload limit without EDNS (RFC 1035 section 4.2.1).
-pub const PLAIN_UDP_PAYLOAD: u16 = 512;
+pub(super) const PLAIN_UDP_PAYLOAD: u16 = 512;
 
 fn qtype_label(t: RecordType) -> &'static str {
     match t {
@@ -91,7 +91,7 @@ fn address_record(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
 
 /// What one query gets: the response header and EDNS, and the records, some of them borrowed
 /// from the zone it was answered from (kept alive by the reply).
-pub struct Reply {
+pub(super) struct Reply {
     current: Arc<Current>,
     meta: Metadata,
     edns: Option<Edns>,
@@ -109,7 +109,7 @@ pub struct Reply {
 }
 
 /// The position of `family` in [`Reply`]'s answers (A first).
-pub fn family_index(family: Family) -> usize {
+pub(super) fn family_index(family: Family) -> usize {
     match family {
         Family::V4 => 0,
         Family::V6 => 1,
@@ -147,27 +147,27 @@ impl Reply {
     }
 
     /// The response header as planned (before encoding sets TC and the counts).
-    pub fn metadata(&self) -> Metadata {
+    pub(super) fn metadata(&self) -> Metadata {
         self.meta
     }
 
     /// The steering answer of `family`, when the query asked for addresses of it.
-    pub fn answer(&self, family: Family) -> Option<&Answer> {
+    pub(super) fn answer(&self, family: Family) -> Option<&Answer> {
         self.answers[family_index(family)].as_ref()
     }
 
     /// The client's region the addresses were chosen for.
-    pub fn region(&self) -> Option<&Arc<str>> {
+    pub(super) fn region(&self) -> Option<&Arc<str>> {
         self.region.as_ref()
     }
 
     /// The query counter this reply counts into.
-    pub fn counter(&self) -> &IntCounter {
+    pub(super) fn counter(&self) -> &IntCounter {
         &self.counter
     }
 
     /// The reply as hickory encodes it, for the query section `queries` of the request.
-    pub fn message<'a>(
+    pub(super) fn message<'a>(
         &'a self,
         queries: &'a Queries,
     ) -> MessageResponse<
@@ -197,7 +197,7 @@ impl Reply {
     }
 
     /// Counts the query once its response is encoded (`info`: what was sent).
-    pub fn sent(&self, metrics: &Metrics, info: &ResponseInfo) {
+    pub(super) fn sent(&self, metrics: &Metrics, info: &ResponseInfo) {
         self.counter.inc();
         if info.truncation {
             metrics.dns_truncated.inc();
@@ -222,7 +222,7 @@ fn counter(
 
 /// The reply to `message` from the client at `src`, answered from `current`; `seed` drives
 /// the weighted shuffle of the addresses (the same seed gives the same order).
-pub fn respond(
+pub(super) fn respond(
     current: &Arc<Current>,
     metrics: &Metrics,
     message: &MessageRequest,
@@ -305,7 +305,7 @@ pub fn respond(
 /// Encodes `message` for UDP into `out` (cleared first), as hickory's server would: at most
 /// the reply's EDNS UDP size ([`PLAIN_UDP_PAYLOAD`] without EDNS), records that do not fit
 /// left out with TC set, and a bare SERVFAIL when the message cannot be encoded.
-pub fn encode_udp<'a, A, N, S, D>(
+pub(super) fn encode_udp<'a, A, N, S, D>(
     message: MessageResponse<'_, 'a, A, N, S, D>,
     out: &mut Vec<u8>,
 ) -> ResponseInfo
@@ -333,7 +333,7 @@ where
 }
 
 /// Encodes a message of just `metadata` (no sections) into `out`, cleared first.
-pub fn header_only(metadata: Metadata, out: &mut Vec<u8>) -> ResponseInfo {
+pub(super) fn header_only(metadata: Metadata, out: &mut Vec<u8>) -> ResponseInfo {
     let header = Header {
         metadata,
         counts: HeaderCounts::default(),

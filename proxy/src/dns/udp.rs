@@ -31,22 +31,25 @@ use super::replay::Responder;
 use super::respond::MAX_UDP_PAYLOAD;
 use super::Shared;
 
-pub use sitesteer_config::DNS_UDP_THREADS as DEFAULT_THREADS;
+pub(super) use sitesteer_config::DNS_UDP_THREADS as DEFAULT_THREADS;
 
 /// Queries received (and answers sent) per system call, at most.
-pub const BATCH: usize = 32;
+pub(super) const BATCH: usize = 32;
 /// Receive buffer per query, bytes; longer datagrams are dropped.
-pub const RECV_BUF: usize = 4096;
+pub(super) const RECV_BUF: usize = 4096;
 /// Longest a thread waits before it checks its stop flag.
-pub const POLL: Duration = Duration::from_millis(200);
+pub(super) const POLL: Duration = Duration::from_millis(200);
 /// Longest a send may block before the answer is dropped.
-pub const SEND_TIMEOUT: Duration = Duration::from_millis(100);
+pub(super) const SEND_TIMEOUT: Duration = Duration::from_millis(100);
 /// Pause after an unexpected socket error, so that a broken socket cannot spin a core.
-pub const ERROR_PAUSE: Duration = Duration::from_millis(10);
+pub(super) const ERROR_PAUSE: Duration = Duration::from_millis(10);
 
-/// The UDP threads of one `listen.dns`.
-pub struct UdpServer {
+/// The UDP threads of one `listen.dns`. The running proxy detaches them; the tests also ask
+/// for the bound address and stop them.
+pub(super) struct UdpServer {
+    #[cfg(test)]
     addr: SocketAddr,
+    #[cfg(test)]
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
@@ -79,7 +82,7 @@ fn socket_addr(addr: &SockaddrStorage) -> Option<SocketAddr> {
 impl UdpServer {
     /// Binds `threads` sockets on `addr` (at least one; a port 0 is chosen once and shared)
     /// and starts one thread per socket answering from `shared`.
-    pub fn start(
+    pub(super) fn start(
         addr: SocketAddr,
         threads: usize,
         shared: Arc<Shared>,
@@ -110,19 +113,23 @@ impl UdpServer {
         }
         tracing::info!(%addr, threads, "dns listening (udp)");
         Ok(Self {
+            #[cfg(test)]
             addr,
+            #[cfg(test)]
             stop,
             threads: handles,
         })
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    #[cfg(test)]
+    pub(super) fn local_addr(&self) -> SocketAddr {
         self.addr
     }
 
     /// Stops the threads and waits for them (at most about [`POLL`]).
-    pub fn stop(self) {
+    #[cfg(test)]
+    pub(super) fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads {
             let _ = t.join();
@@ -130,7 +137,7 @@ impl UdpServer {
     }
 
     /// Lets the threads run for as long as the process lives.
-    pub fn detach(self) {
+    pub(super) fn detach(self) {
         drop(self.threads);
     }
 }

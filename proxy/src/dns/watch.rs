@@ -18,9 +18,9 @@ use super::answer::{answer_set, Family};
 use super::{Current, Shared};
 
 /// How often the answer sets are compared.
-pub const CHECK_EVERY: Duration = Duration::from_millis(100);
+pub(super) const CHECK_EVERY: Duration = Duration::from_millis(100);
 /// Least time between two events of one family.
-pub const MIN_GAP: Duration = Duration::from_secs(1);
+pub(super) const MIN_GAP: Duration = Duration::from_secs(1);
 
 /// An answer set as reported: the mode and the site names, sorted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,7 +43,7 @@ impl Reported {
 
 /// Rate-limited answer-set change detection (pure; the clock is passed in).
 #[derive(Debug, Default)]
-pub struct Tracker {
+pub(super) struct Tracker {
     last: HashMap<Family, (Reported, Option<Instant>)>,
     /// The (generation, version) of the snapshot last compared with nothing pending.
     settled: Option<(u64, u64)>,
@@ -52,7 +52,7 @@ pub struct Tracker {
 impl Tracker {
     /// Compares the answer sets of `current` with the last reported ones; returns the
     /// events due at `now`. The first observation of a family is the baseline, not an event.
-    pub fn observe(&mut self, current: &Current, now: Instant) -> Vec<NewEvent> {
+    pub(super) fn observe(&mut self, current: &Current, now: Instant) -> Vec<NewEvent> {
         let Some(zone) = current.zone.as_deref() else {
             return Vec::new();
         };
@@ -97,7 +97,7 @@ impl Tracker {
 }
 
 /// Runs the tracker for as long as the process lives.
-pub async fn watch(shared: Arc<Shared>, events: Arc<EventLog>) {
+pub(super) async fn watch(shared: Arc<Shared>, events: Arc<EventLog>) {
     let mut tracker = Tracker::default();
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);

@@ -15,11 +15,11 @@ use crate::steer::Mode;
 use super::geo::GeoMap;
 
 /// The metrics label of names that are not configured.
-pub const OTHER: &str = "other";
+pub(super) const OTHER: &str = "other";
 
 /// A served name: its owner name and its metrics label (the name as configured).
 #[derive(Debug)]
-pub struct Served {
+pub(super) struct Served {
     /// Owner name of the answer records.
     pub name: Name,
     /// The configured name (`api`, `@`).
@@ -105,7 +105,7 @@ fn name(text: &str) -> Result<Name, ZoneError> {
 
 /// The TTL of an answer: `min(ttl, max(min_ttl, ceil(horizon)))`, or `ttl` without a
 /// horizon. The horizon is how soon the answer could change (the next possible state change).
-pub fn ttl_rule(ttl: u32, min_ttl: u32, horizon: Option<Duration>) -> u32 {
+pub(super) fn ttl_rule(ttl: u32, min_ttl: u32, horizon: Option<Duration>) -> u32 {
     let Some(h) = horizon else { return ttl };
     let secs = h.as_secs() + u64::from(h.subsec_nanos() > 0);
     let secs = u32::try_from(secs).unwrap_or(u32::MAX);

@@ -15,7 +15,7 @@ use crate::exit::{EXIT_OBJECTIVE_MISSED, EXIT_RUNTIME, EXIT_USAGE};
 
 /// `sitesteer drill` arguments.
 #[derive(Debug, Args)]
-pub struct DrillArgs {
+pub(crate) struct DrillArgs {
     /// The site to take out.
     pub site: String,
     /// The admin API.
@@ -50,7 +50,7 @@ fn parse_mode(text: &str) -> Result<DrillMode, String> {
 }
 
 /// Runs `sitesteer drill`.
-pub fn main(args: DrillArgs) -> ExitCode {
+pub(crate) fn main(args: DrillArgs) -> ExitCode {
     if !(args.duration.is_finite() && (3.0..=3600.0).contains(&args.duration))
         || args.rate == 0
         || args.rate > 10_000

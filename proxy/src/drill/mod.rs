@@ -3,9 +3,9 @@
 //! probes, or a blackhole, never by touching the site), measure the time until traffic moved
 //! and every failed request, restore the site, and report against the site's objectives.
 
-pub mod cli;
+pub(crate) mod cli;
 mod report;
-pub mod schedule;
+pub(crate) mod schedule;
 mod traffic;
 
 use std::collections::BTreeMap;
@@ -20,12 +20,12 @@ use sitesteer_config::DrillMode;
 use crate::ctl::{AdminClient, CtlError};
 use crate::exit::{EXIT_RUNTIME, EXIT_USAGE};
 use crate::objectives::{judge, ObjectiveResult};
-pub use report::{markdown, svg};
+pub(crate) use report::{markdown, svg};
 use traffic::Sample;
 
 /// What a drill does.
 #[derive(Clone, Debug)]
-pub struct DrillPlan {
+pub(crate) struct DrillPlan {
     /// The admin API URL.
     pub admin: String,
     /// The admin token.
@@ -44,7 +44,7 @@ pub struct DrillPlan {
 
 /// Traffic share per site in one time bucket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Bucket {
+pub(crate) struct Bucket {
     /// Start of the bucket, ms since the drill started.
     pub t_ms: u64,
     /// Requests served per site (`failed` for failures).
@@ -53,7 +53,7 @@ pub struct Bucket {
 
 /// The result of a drill.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct DrillReport {
+pub(crate) struct DrillReport {
     /// The site taken out.
     pub site: String,
     /// How it was taken out.
@@ -149,7 +149,7 @@ async fn objectives(
 }
 
 /// Runs a drill against a running sitesteer.
-pub async fn run(plan: &DrillPlan) -> Result<DrillReport, CtlError> {
+pub(crate) async fn run(plan: &DrillPlan) -> Result<DrillReport, CtlError> {
     let api = AdminClient::connect(&plan.admin, plan.token.clone()).await?;
     let info = api.call(Method::GET, "/api/v1/info", None).await?;
     let proxy: SocketAddr = info["listen"]["http"]

@@ -13,7 +13,7 @@ const COLOURS: [&str; 8] = [
 ];
 
 /// The report as Markdown; `svg_path` is linked when the SVG was written to a file.
-pub fn markdown(r: &DrillReport, svg_path: Option<&str>) -> String {
+pub(crate) fn markdown(r: &DrillReport, svg_path: Option<&str>) -> String {
     let mut out = String::new();
     let verdict = if r.met {
         "all objectives met"
@@ -74,7 +74,7 @@ pub fn markdown(r: &DrillReport, svg_path: Option<&str>) -> String {
 }
 
 /// An SVG timeline: stacked share of requests per site per 100 ms, with the fault window.
-pub fn svg(r: &DrillReport) -> String {
+pub(crate) fn svg(r: &DrillReport) -> String {
     let (w, h, pad) = (800.0_f64, 240.0_f64, 30.0_f64);
     let end = r.share.last().map_or(1, |b| b.t_ms + 100).max(1) as f64;
     let x = |t: f64| pad + t / end * (w - 2.0 * pad);

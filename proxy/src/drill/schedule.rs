@@ -8,7 +8,11 @@ use sitesteer_config::Drill;
 use super::{run, DrillPlan};
 
 /// Runs `drills` forever, each at its schedule's times.
-pub fn start(drills: &[Drill], admin: std::net::SocketAddr, token: Option<std::sync::Arc<str>>) {
+pub(crate) fn start(
+    drills: &[Drill],
+    admin: std::net::SocketAddr,
+    token: Option<std::sync::Arc<str>>,
+) {
     for drill in drills.iter().cloned() {
         let token = token.clone();
         tokio::spawn(async move {

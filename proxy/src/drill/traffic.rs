@@ -22,7 +22,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One request's outcome.
 #[derive(Clone, Debug)]
-pub struct Sample {
+pub(super) struct Sample {
     /// When it was sent, since the drill started.
     pub sent: Duration,
     /// The site that served it (`x-sitesteer-site`), `None` when it failed.
@@ -82,7 +82,7 @@ async fn one(proxy: SocketAddr, body: &'static str) -> Result<String, String> {
 }
 
 /// Paced load running in the background.
-pub struct Load {
+pub(super) struct Load {
     started: Instant,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -91,7 +91,7 @@ pub struct Load {
 
 impl Load {
     /// Starts `rate` requests per second to `proxy`.
-    pub fn start(proxy: SocketAddr, rate: u32) -> Self {
+    pub(super) fn start(proxy: SocketAddr, rate: u32) -> Self {
         let started = Instant::now();
         let (stop, mut stopped) = watch::channel(false);
         let samples = Arc::new(Mutex::new(Vec::new()));
@@ -144,12 +144,12 @@ impl Load {
     }
 
     /// Time since the load started.
-    pub fn elapsed(&self) -> Duration {
+    pub(super) fn elapsed(&self) -> Duration {
         self.started.elapsed()
     }
 
     /// Stops, waits for requests in flight, and returns every sample in send order.
-    pub async fn stop(self) -> Vec<Sample> {
+    pub(super) async fn stop(self) -> Vec<Sample> {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let mut out = std::mem::take(&mut *self.samples.lock().unwrap_or_else(|p| p.into_inner()));

@@ -38,7 +38,7 @@ use crate::steer::NoSite;
 
 /// Largest request body read ahead to judge the request: pingora's retry buffer, which
 /// hands it back to pingora when the exchange is not checked, holds 64 KiB.
-pub const MAX_REQUEST: usize = 64 * 1024;
+pub(super) const MAX_REQUEST: usize = 64 * 1024;
 /// Largest answer held back to be checked; a longer one is passed on unchecked as it comes.
 const MAX_ANSWER: usize = 1 << 20;
 
@@ -46,7 +46,7 @@ const MAX_ANSWER: usize = 1 << 20;
 /// session, not a WebSocket upgrade or an SSE stream, and either a `GET` without a body or
 /// a `POST` of JSON of a known length up to `max_body` (at most [`MAX_REQUEST`]) from a
 /// client that takes a JSON answer.
-pub fn qualifies(req: &RequestHeader, ctx: &RequestState, max_body: usize) -> bool {
+pub(super) fn qualifies(req: &RequestHeader, ctx: &RequestState, max_body: usize) -> bool {
     let header = |name: &str| req.headers.get(name).and_then(|v| v.to_str().ok());
     let plain = ctx.kind() == EndpointKind::Http
         && ctx.long_lived.is_none()
@@ -69,7 +69,7 @@ pub fn qualifies(req: &RequestHeader, ctx: &RequestState, max_body: usize) -> bo
 }
 
 /// The `id` of a single JSON-RPC request (not a notification, not a batch) in `body`.
-pub fn request_id(body: &[u8]) -> Option<Value> {
+pub(super) fn request_id(body: &[u8]) -> Option<Value> {
     let message = serde_json::from_slice::<Value>(body).ok()?;
     message.get("method")?.as_str()?;
     match message.get("id")? {
@@ -81,7 +81,11 @@ pub fn request_id(body: &[u8]) -> Option<Value> {
 /// Why a 2xx answer is not the answer to the request with `id`; `Ok` when it is: one
 /// JSON-RPC 2.0 response in JSON, with that `id` and either a `result` or an `error`. (Event
 /// streams are passed on as they come, never checked here.)
-pub fn check_answer(id: &Value, content_type: &str, body: &[u8]) -> Result<(), &'static str> {
+pub(super) fn check_answer(
+    id: &Value,
+    content_type: &str,
+    body: &[u8],
+) -> Result<(), &'static str> {
     if !content_type.starts_with("application/json") {
         return Err("not a JSON answer");
     }

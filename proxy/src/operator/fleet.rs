@@ -11,7 +11,7 @@ use crate::events::NewEvent;
 
 /// The fleet's overrides as read from the store, with where they are in its history.
 #[derive(Clone, Debug)]
-pub struct Fetched {
+pub(crate) struct Fetched {
     /// The fleet's overrides.
     pub overrides: Overrides,
     /// The change that wrote them, as the event to record here, when another instance made
@@ -27,7 +27,7 @@ pub struct Fetched {
 
 /// Why a write through the fleet store was not made.
 #[derive(Debug)]
-pub enum StoreError {
+pub(crate) enum StoreError {
     /// The store could not be reached: the change was not applied.
     Unreachable(String),
     /// The store may have taken the change but did not confirm it.
@@ -42,7 +42,7 @@ pub enum StoreError {
 /// compare-and-put on the revision of the last value seen, and the bookkeeping of which
 /// revision is applied here. Revisions are read and set under the operator's lock.
 #[async_trait]
-pub trait FleetStore: Send + Sync {
+pub(crate) trait FleetStore: Send + Sync {
     /// True while the store answers.
     fn is_connected(&self) -> bool;
 
@@ -66,7 +66,7 @@ pub trait FleetStore: Send + Sync {
 /// The part of `o` the fleet shares (everything but drill faults, which stay with the
 /// instance that runs the drill), with weights held to the range the admin API allows (the
 /// store may have been edited by hand).
-pub fn shared(o: &Overrides) -> Overrides {
+pub(crate) fn shared(o: &Overrides) -> Overrides {
     let mut out = o.clone();
     for site in out.sites.values_mut() {
         site.fault = None;
@@ -77,7 +77,7 @@ pub fn shared(o: &Overrides) -> Overrides {
 }
 
 /// The fleet's `shared` overrides with this instance's drill faults from `local` kept.
-pub fn merge(shared_part: &Overrides, local: &Overrides) -> Overrides {
+pub(crate) fn merge(shared_part: &Overrides, local: &Overrides) -> Overrides {
     let mut out = shared(shared_part);
     for (name, o) in &local.sites {
         if let Some(fault) = o.fault {
@@ -91,7 +91,7 @@ pub fn merge(shared_part: &Overrides, local: &Overrides) -> Overrides {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sitesteer_probes::overrides::Fault;
+    use sitesteer_probes::Fault;
 
     #[test]
     fn faults_stay_local_and_the_rest_is_shared() {

@@ -8,7 +8,7 @@
 //! are adopted through the same commit path. A reload ([`reload`]) is all or nothing.
 
 mod commit;
-pub mod fleet;
+pub(crate) mod fleet;
 mod reload;
 
 use std::path::PathBuf;
@@ -24,11 +24,10 @@ use crate::metrics::Metrics;
 use crate::state_file::{PersistedState, StateError, StateFile};
 use commit::{Apply, Change, OnWriteError};
 use fleet::{merge, shared, Fetched, FleetStore, StoreError};
-pub use reload::ReloadReport;
 
 /// Why an operator action was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum OpError {
+pub(crate) enum OpError {
     /// No site of that name in the running config.
     #[error("unknown site {0:?}")]
     UnknownSite(String),
@@ -65,7 +64,7 @@ pub enum OpError {
 const CLUSTER_ATTEMPTS: usize = 16;
 
 /// The operator's entry point, shared by the admin API and signals.
-pub struct Operator {
+pub(crate) struct Operator {
     health: HealthHandle,
     state_file: StateFile,
     persisted: Mutex<PersistedState>,
@@ -79,7 +78,7 @@ pub struct Operator {
 
 impl Operator {
     /// An operator over `health`, persisting to `state_file`, starting from `persisted`.
-    pub fn new(
+    pub(crate) fn new(
         health: HealthHandle,
         state_file: StateFile,
         persisted: PersistedState,
@@ -101,35 +100,30 @@ impl Operator {
     }
 
     /// Reloads read the TLS files again and install them here (`[tls]`, `[site.tls]`).
-    pub fn with_tls(mut self, tls: Arc<crate::tls::Tls>) -> Self {
+    pub(crate) fn with_tls(mut self, tls: Arc<crate::tls::Tls>) -> Self {
         self.tls = Some(tls);
         self
     }
 
     /// Routes overrides through the fleet's shared store (`[cluster]`).
-    pub fn with_fleet(mut self, fleet: Option<Arc<dyn FleetStore>>) -> Self {
+    pub(crate) fn with_fleet(mut self, fleet: Option<Arc<dyn FleetStore>>) -> Self {
         self.fleet = fleet;
         self
     }
 
     /// The overrides in force.
-    pub async fn overrides(&self) -> Overrides {
+    pub(crate) async fn overrides(&self) -> Overrides {
         self.persisted.lock().await.overrides.clone()
     }
 
     /// Persists the incidents list (called by the incident recorder after each change).
     /// Saved incidents this version could not read stay in the file as they were.
-    pub async fn save_incidents(&self, incidents: Vec<Incident>) -> Result<(), OpError> {
+    pub(crate) async fn save_incidents(&self, incidents: Vec<Incident>) -> Result<(), OpError> {
         let mut persisted = self.persisted.lock().await;
         let mut next = persisted.clone();
         next.incidents.read = incidents;
         let change = Change::of(next, OnWriteError::Refuse, Apply::Nothing);
         self.commit(&mut persisted, change).await.map(drop)
-    }
-
-    /// The events log.
-    pub fn events(&self) -> &Arc<EventLog> {
-        &self.events
     }
 
     fn check_site(&self, name: &str) -> Result<(), OpError> {
@@ -215,7 +209,10 @@ impl Operator {
                     current = fresh.overrides;
                     base = fresh.mod_revision;
                 }
-                Err(StoreError::Unreachable(_)) => return Err(OpError::ClusterUnavailable),
+                Err(StoreError::Unreachable(why)) => {
+                    tracing::warn!(%why, "the fleet store is unreachable: the change is refused");
+                    return Err(OpError::ClusterUnavailable);
+                }
                 Err(StoreError::Uncertain(e)) => return Err(OpError::ClusterUncertain(e)),
                 Err(StoreError::Refused(e)) => return Err(OpError::ClusterRefused(e)),
             }
@@ -229,7 +226,11 @@ impl Operator {
     /// taken: it is the store's truth at its revision, even when the store went back in time
     /// (a restored etcd); should a local write have landed after the read, the watch, which
     /// starts at the read's revision, brings it back at once.
-    pub async fn adopt_cluster(&self, fetched: &Fetched, read: bool) -> Result<bool, OpError> {
+    pub(crate) async fn adopt_cluster(
+        &self,
+        fetched: &Fetched,
+        read: bool,
+    ) -> Result<bool, OpError> {
         let Some(fleet) = &self.fleet else {
             return Ok(false);
         };
@@ -267,7 +268,7 @@ impl Operator {
     }
 
     /// Sets a site's weight at runtime.
-    pub async fn set_weight(
+    pub(crate) async fn set_weight(
         &self,
         site: &str,
         weight: i64,
@@ -300,7 +301,7 @@ impl Operator {
 
     /// Drains (no new traffic) or undrains a site. Undraining also ends a failover away from
     /// it, and the preference that failover set.
-    pub async fn drain(
+    pub(crate) async fn drain(
         &self,
         site: &str,
         on: bool,
@@ -336,7 +337,7 @@ impl Operator {
     }
 
     /// Takes a site into or out of maintenance (closes its connections).
-    pub async fn maintenance(
+    pub(crate) async fn maintenance(
         &self,
         site: &str,
         on: bool,
@@ -362,10 +363,10 @@ impl Operator {
     }
 
     /// Injects (or clears, with `None`) a drill fault on a site.
-    pub async fn set_fault(
+    pub(crate) async fn set_fault(
         &self,
         site: &str,
-        fault: Option<sitesteer_probes::overrides::Fault>,
+        fault: Option<sitesteer_probes::Fault>,
         actor: &str,
     ) -> Result<Option<SiteView>, OpError> {
         self.check_site(site)?;
@@ -390,7 +391,12 @@ impl Operator {
 
     /// Manual failover: `from` stops taking new traffic; `to`, when given, is preferred over
     /// every tier while it is up. `undrain FROM` ends it.
-    pub async fn failover(&self, from: &str, to: Option<&str>, actor: &str) -> Result<(), OpError> {
+    pub(crate) async fn failover(
+        &self,
+        from: &str,
+        to: Option<&str>,
+        actor: &str,
+    ) -> Result<(), OpError> {
         self.check_site(from)?;
         if let Some(to) = to {
             self.check_site(to)?;

@@ -14,7 +14,7 @@ use crate::events::{EventKind, NewEvent};
 
 /// What a successful reload changed.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct ReloadReport {
+pub(crate) struct ReloadReport {
     /// The new config generation.
     pub generation: u64,
     /// Sites in the new config.
@@ -65,7 +65,7 @@ impl Operator {
     /// Reloads the config file: validates it in full and reads its TLS files, then swaps
     /// both in, keeping the health history of unchanged sites. A bad file, a bad TLS file or
     /// a state file that cannot be written changes nothing.
-    pub async fn reload(&self, actor: &str) -> Result<ReloadReport, OpError> {
+    pub(crate) async fn reload(&self, actor: &str) -> Result<ReloadReport, OpError> {
         let path = self.config_path.as_ref().ok_or(OpError::NoConfigFile)?;
         let config = sitesteer_config::load(path).map_err(|e| self.refuse(actor, e))?;
         let tls = match &self.tls {

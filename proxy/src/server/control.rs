@@ -250,6 +250,7 @@ pub(super) fn start_background(
         health.clone(),
         events.clone(),
         metrics.clone(),
+        parts.availability.clone(),
     ));
     control.block_on(async { crate::webhooks::start(&parts.config.webhooks, events, metrics) });
     control.spawn(reload_on_sighup(operator.clone()));

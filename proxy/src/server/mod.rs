@@ -32,7 +32,7 @@ use planes::data_planes;
 
 /// Why sitesteer could not start or keep running.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     /// A listener could not bind.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -96,14 +96,14 @@ fn read_token(config: &Config) -> Result<Option<Arc<str>>, RunError> {
 }
 
 /// Where the running config came from, for reloads.
-pub struct Origin {
+pub(crate) struct Origin {
     /// The config file; `None` for the demo's built-in config.
     pub path: Option<PathBuf>,
 }
 
 /// How [`run_with`] starts.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Take the listening sockets over from a running sitesteer with the same config
     /// (`sitesteer run --upgrade`; the old process hands them over on `SIGQUIT`).
     pub upgrade: bool,
@@ -111,7 +111,7 @@ pub struct RunOptions {
 
 /// Starts everything and serves until a signal stops the process. `on_control` runs first on
 /// the control runtime (the demo starts its sites there).
-pub fn run<F, Fut>(config: Config, origin: Origin, on_control: F) -> Result<(), RunError>
+pub(crate) fn run<F, Fut>(config: Config, origin: Origin, on_control: F) -> Result<(), RunError>
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<(), RunError>>,
@@ -123,7 +123,7 @@ where
 /// turn: files and keys, the control runtime, health, the operator (and the cluster), the
 /// admin listener, DNS, the background tasks, the data planes; then signals are watched and
 /// pingora serves until the process stops.
-pub fn run_with<F, Fut>(
+pub(crate) fn run_with<F, Fut>(
     config: Config,
     origin: Origin,
     options: RunOptions,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec};
 use sitesteer_config::EndpointKind;
-use sitesteer_probes::overrides::Fault;
+use sitesteer_probes::Fault;
 use sitesteer_probes::{Failure, HealthHandle, Snapshot};
 
 use super::{Choice, Mode, Published, PublishedCell, RequestCtx, Tried};

@@ -9,7 +9,7 @@ use sitesteer_probes::{HealthTable, Overrides, SiteState, Snapshot};
 use super::*;
 
 /// A snapshot of `sites` given as (tier, weight, region); every site up with score 1.
-pub fn snapshot(sites: &[(u8, u32, &str)]) -> Snapshot {
+pub(super) fn snapshot(sites: &[(u8, u32, &str)]) -> Snapshot {
     let mut text = String::new();
     for (i, (tier, weight, region)) in sites.iter().enumerate() {
         text.push_str(&format!(

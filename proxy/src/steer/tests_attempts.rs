@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts};
 use sitesteer_config::EndpointKind;
-use sitesteer_probes::overrides::Fault;
+use sitesteer_probes::Fault;
 use sitesteer_probes::{Failure, SiteState, Snapshot};
 
 use super::tests::snapshot;
