@@ -8,9 +8,9 @@ use tokio::sync::mpsc;
 
 /// Maximum number of live sessions per site; the oldest is evicted beyond it.
 pub(crate) const MAX_SESSIONS: usize = 10_000;
-/// Implementation-defined server error used for unknown sessions.
 /// Maximum number of open SSE streams per site; more are refused with 503.
 pub(crate) const MAX_SSE_SESSIONS: usize = 10_000;
+
 /// Sessions in creation order, bounded to [`MAX_SESSIONS`].
 #[derive(Default)]
 pub(crate) struct Sessions {
@@ -55,6 +55,7 @@ impl Sessions {
 /// Open SSE streams: where to deliver the responses of each session.
 #[derive(Default)]
 pub(crate) struct SseSessions {
+    /// The sending side of each open stream, by session id.
     pub(crate) by_id: HashMap<String, mpsc::Sender<Value>>,
 }
 

@@ -50,10 +50,15 @@ pub(crate) struct Control {
 
 /// Shared state of one site, used by every transport.
 pub(crate) struct SiteState {
+    /// The site's name.
     pub(crate) name: String,
+    /// The name as the value of `x-demo-site`.
     pub(crate) site_header: HeaderValue,
+    /// The body of `GET /`.
     pub(crate) root_body: Bytes,
+    /// The body of the health routes.
     pub(crate) health_body: Bytes,
+    /// The mode and delay, set through `/control`.
     pub(crate) control: Mutex<Control>,
     /// Streamable HTTP sessions.
     pub(crate) sessions: Mutex<Sessions>,
@@ -63,6 +68,7 @@ pub(crate) struct SiteState {
     pub(crate) counter: AtomicU64,
     /// Messages and open connections per transport.
     pub(crate) transports: Arc<TransportStats>,
+    /// Turns true when the site shuts down.
     pub(crate) shutdown_rx: watch::Receiver<bool>,
 }
 

@@ -23,6 +23,7 @@ use crate::transports::Transport;
 const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
 /// MCP protocol version header sent by clients after initialization.
 const PROTOCOL_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+/// Implementation-defined server error used for unknown sessions.
 const SESSION_NOT_FOUND: i64 = -32001;
 
 /// A JSON-RPC body with the given HTTP status.
