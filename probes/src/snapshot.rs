@@ -75,7 +75,8 @@ pub struct SiteView {
     pub score: f64,
     /// Fraction of successful probes over the window.
     pub availability: f64,
-    /// Fraction of failed probes and requests over the window.
+    /// Fraction of failed probes and requests over the window, counted from the moment the
+    /// site last recovered from down when that is within the window.
     pub error_rate: f64,
     /// Probe latency EWMA, ms.
     pub latency_ewma_ms: f64,

@@ -155,6 +155,12 @@ impl SiteHealth {
         }
     }
 
+    /// Whether every probe that applies passes (after hysteresis): a down site whose probes
+    /// all pass again has recovered.
+    pub(crate) fn probes_pass(&self) -> bool {
+        self.runs.iter().flatten().all(|r| r.up)
+    }
+
     /// Folds a failure of real traffic: connect failures, timeouts and resets make the site
     /// suspect at once.
     pub(crate) fn passive_failure(&mut self, failure: Failure, now: Instant) {

@@ -11,7 +11,7 @@ use crate::observation::{Failure, Observation, Source};
 use crate::overrides::Overrides;
 use crate::snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 use crate::state::{Health, SiteHealth, Stats, Thresholds};
-use crate::window::{Latency, Window};
+use crate::window::{Latency, Totals, Window};
 
 /// A change of a site's published state, for the events log and metrics.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,6 +37,10 @@ struct Entry {
     p99_ms: Option<f64>,
     published: SiteState,
     published_at: SystemTime,
+    /// Set when the site recovers from down: its error rate and score count only what was
+    /// seen from then on, so that the failures recorded while it was down do not hold it out
+    /// (degraded) for a whole window once its probes pass again. Cleared after a window.
+    recovered_at: Option<Instant>,
 }
 
 /// Every site's health, owned by one task.
@@ -103,6 +107,7 @@ impl HealthTable {
             p99_ms: None,
             published: SiteState::Up,
             published_at: SystemTime::now(),
+            recovered_at: None,
         }
     }
 
@@ -258,9 +263,16 @@ impl HealthTable {
         changed
     }
 
+    /// What the site's error rate and score are judged on: the window, less what was seen
+    /// before the site last recovered from down.
+    fn recent_totals(&self, i: usize, now: Instant) -> Totals {
+        let e = &self.entries[i];
+        e.window.totals_since(now, e.recovered_at)
+    }
+
     fn stats(&self, i: usize, now: Instant) -> Stats {
         let e = &self.entries[i];
-        let totals = e.window.totals(now);
+        let totals = self.recent_totals(i, now);
         Stats {
             ewma_ms: e.latency.ewma_ms(),
             error_rate: totals.error_rate(),
@@ -269,6 +281,16 @@ impl HealthTable {
     }
 
     fn evaluate(&mut self, i: usize, now: Instant) -> bool {
+        let span = self.config.health.window;
+        let e = &mut self.entries[i];
+        if e.health.health == Health::Down && e.health.probes_pass() {
+            e.recovered_at = Some(now);
+        } else if e
+            .recovered_at
+            .is_some_and(|at| now.saturating_duration_since(at) >= span)
+        {
+            e.recovered_at = None;
+        }
         let stats = self.stats(i, now);
         let thresholds = self.thresholds;
         self.entries[i].health.evaluate(now, stats, &thresholds);
@@ -345,7 +367,7 @@ impl HealthTable {
                 let e = &self.entries[i];
                 let totals = e.window.totals(now);
                 let ewma = e.latency.ewma_ms();
-                let error_rate = totals.error_rate();
+                let error_rate = self.recent_totals(i, now).error_rate();
                 let o = self.overrides.get(&site.name);
                 let state = e.published;
                 let weight = o.and_then(|o| o.weight).unwrap_or(site.weight);
@@ -475,5 +497,47 @@ mod tests {
         t.fold(&probe(30));
         assert_eq!(t.snapshot(now).sites[0].latency_p99_ms, 30.0);
         assert_eq!(t.snapshot(now).sites[0].latency_p99_ms, 30.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_site_whose_probes_pass_again_is_up_at_once_not_held_out_by_its_down_time() {
+        let mut t = table();
+        let start = Instant::now();
+        let probe = |ms_after: u64, ok: bool| {
+            let outcome = if ok {
+                Ok(Duration::from_millis(2))
+            } else {
+                Err(Failure::Connect)
+            };
+            let mut obs = Observation::probe(0, 1, 0, outcome, None);
+            obs.at = start + Duration::from_millis(ms_after);
+            obs
+        };
+        // Three seconds down: thirty failed probes, 100 ms apart.
+        for k in 0..30 {
+            t.fold(&probe(100 * k, false));
+        }
+        let down_at = start + Duration::from_millis(2_900);
+        assert_eq!(t.snapshot(down_at).sites[0].state, SiteState::Down);
+        // It answers again: `rise` (2) passing probes bring it back up, not degraded by the
+        // thirty failures still in its window.
+        t.fold(&probe(3_000, true));
+        assert_eq!(t.snapshot(down_at).sites[0].state, SiteState::Down);
+        t.fold(&probe(3_100, true));
+        let back = start + Duration::from_millis(3_100);
+        let view = &t.snapshot(back).sites[0];
+        assert_eq!(view.state, SiteState::Up, "{}", view.reason);
+        assert_eq!(view.error_rate, 0.0);
+        assert!(view.score > 0.9, "score {}", view.score);
+        // The window's availability still shows the outage.
+        assert!(view.availability < 0.1, "availability {}", view.availability);
+        // Failures after the recovery count as before.
+        for k in 0..10 {
+            t.fold(&probe(3_700 + 10 * k, k % 2 == 0));
+        }
+        let later = start + Duration::from_millis(3_800);
+        t.tick(later);
+        let view = &t.snapshot(later).sites[0];
+        assert!(view.error_rate > 0.2, "error rate {}", view.error_rate);
     }
 }

@@ -103,11 +103,18 @@ impl Window {
 
     /// Totals of the buckets still inside the window at `now`.
     pub(crate) fn totals(&self, now: Instant) -> Totals {
+        self.totals_since(now, None)
+    }
+
+    /// Totals of the buckets still inside the window at `now` that started at or after
+    /// `since` (all of them when `None`): what was seen since a site came back, without what
+    /// was seen while it was down.
+    pub(crate) fn totals_since(&self, now: Instant, since: Option<Instant>) -> Totals {
         let mut t = Totals::default();
         for b in &self.buckets {
-            if b.start
-                .is_some_and(|s| now.saturating_duration_since(s) < self.span)
-            {
+            if b.start.is_some_and(|s| {
+                now.saturating_duration_since(s) < self.span && since.is_none_or(|from| s >= from)
+            }) {
                 t.probe_ok += b.probe_ok;
                 t.probe_fail += b.probe_fail;
                 t.traffic_ok += b.traffic_ok;
