@@ -530,7 +530,11 @@ mod tests {
         assert_eq!(view.error_rate, 0.0);
         assert!(view.score > 0.9, "score {}", view.score);
         // The window's availability still shows the outage.
-        assert!(view.availability < 0.1, "availability {}", view.availability);
+        assert!(
+            view.availability < 0.1,
+            "availability {}",
+            view.availability
+        );
         // Failures after the recovery count as before.
         for k in 0..10 {
             t.fold(&probe(3_700 + 10 * k, k % 2 == 0));
