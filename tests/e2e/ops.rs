@@ -206,7 +206,12 @@ async fn an_unreadable_saved_incident_is_reported_at_start_and_kept() {
         .iter()
         .filter_map(|i| i["id"].as_u64())
         .collect();
-    assert_eq!(ids, [7], "the readable incident is restored");
+    // alpha has no server behind it, so a real incident may be recorded meanwhile: it is
+    // numbered after every kept one, the unreadable one included.
+    assert!(
+        ids.contains(&7) && ids.iter().all(|&id| id == 7 || id > 41),
+        "the readable incident is restored, the unreadable one is not listed: {ids:?}"
+    );
     assert!(
         front
             .log("sitesteer.log")
