@@ -60,6 +60,12 @@ pub const READ_TIMEOUT_S: u64 = 30;
 pub const RETRIES: usize = 2;
 /// `proxy.retry_buffer_bytes`.
 pub const RETRY_BUFFER_BYTES: usize = 64 * 1024;
+/// `proxy.hedge_factor`: a safe request is hedged after its site's p99 times this.
+pub const HEDGE_FACTOR: f64 = 3.0;
+/// `proxy.hedge_floor`, milliseconds: no hedge before this, however fast the site.
+pub const HEDGE_FLOOR_MS: u64 = 50;
+/// `proxy.hedge_budget`: the share of safe requests that may be hedged.
+pub const HEDGE_BUDGET: f64 = 0.1;
 /// `proxy.drain_timeout`, seconds.
 pub const DRAIN_TIMEOUT_S: u64 = 30;
 /// `dns.ttl`, seconds.

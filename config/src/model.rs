@@ -308,6 +308,16 @@ pub struct ProxySettings {
     /// Largest JSON-RPC request body held so that a checked exchange can send it to another
     /// site after a wrong answer (0: none). At most, and by default, 64 KiB.
     pub retry_buffer_bytes: usize,
+    /// A request that is safe to repeat (a checked exchange) and still has no answer after
+    /// its site's probe latency p99 times this is hedged: sent to another site as well, and
+    /// the first right answer wins. In [1, 100]. Default 3.
+    pub hedge_factor: f64,
+    /// No hedge is sent before this, however fast the site normally is; `read_timeout` is
+    /// the ceiling. Default 50ms.
+    pub hedge_floor: Duration,
+    /// The share of safe requests that may be hedged, so that a slow fleet is not flooded
+    /// (0 turns hedging off). Default 0.1.
+    pub hedge_budget: f64,
     /// How long connections to a drained site may finish. Default 30s.
     pub drain_timeout: Duration,
     /// How soon open WebSocket, SSE and TCP connections of a site that went down or into

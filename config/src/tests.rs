@@ -244,3 +244,29 @@ fn dns_udp_threads_default_to_one_and_are_bounded() {
         );
     }
 }
+
+#[test]
+fn hedging_keys_have_defaults_and_are_checked() {
+    let c = parse_str(MINIMAL).expect("minimal parses");
+    assert_eq!(c.proxy.hedge_factor, HEDGE_FACTOR);
+    assert_eq!(c.proxy.hedge_floor, Duration::from_millis(HEDGE_FLOOR_MS));
+    assert_eq!(c.proxy.hedge_budget, HEDGE_BUDGET);
+    let with = |extra: &str| format!("[proxy]\n{extra}\n{MINIMAL}");
+    let c = parse_str(&with(
+        "hedge_budget = 0\nhedge_factor = 1.5\nhedge_floor = \"5ms\"",
+    ))
+    .expect("parses");
+    assert_eq!(c.proxy.hedge_budget, 0.0);
+    assert_eq!(c.proxy.hedge_factor, 1.5);
+    assert_eq!(c.proxy.hedge_floor, Duration::from_millis(5));
+    for (bad, key) in [
+        ("hedge_factor = 0.5", "proxy.hedge_factor"),
+        ("hedge_factor = 101.0", "proxy.hedge_factor"),
+        ("hedge_budget = 1.5", "proxy.hedge_budget"),
+        ("hedge_budget = -0.1", "proxy.hedge_budget"),
+        ("hedge_floor = \"soon\"", "proxy.hedge_floor"),
+    ] {
+        let errs = errors(&with(bad));
+        assert!(errs.iter().any(|e| e.path == key), "{bad}: {errs:?}");
+    }
+}

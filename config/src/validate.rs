@@ -684,6 +684,20 @@ fn health(raw: &RawHealth, p: &mut Problems) -> Health {
     }
 }
 
+fn hedge_factor(value: Option<f64>, p: &mut Problems) -> f64 {
+    match value {
+        None => d::HEDGE_FACTOR,
+        Some(v) if v.is_finite() && (1.0..=100.0).contains(&v) => v,
+        Some(v) => {
+            p.add(
+                "proxy.hedge_factor",
+                format!("must be at least 1 and at most 100 (times the site's p99), got {v}"),
+            );
+            d::HEDGE_FACTOR
+        }
+    }
+}
+
 fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
     ProxySettings {
         threads: int_in(raw.threads, d::PROXY_THREADS, (1, 256), "proxy.threads", p),
@@ -706,6 +720,20 @@ fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
             // pingora's retry buffer holds 64 KiB: a body past it cannot be sent again.
             (0, 64 << 10),
             "proxy.retry_buffer_bytes",
+            p,
+        ),
+        hedge_factor: hedge_factor(raw.hedge_factor, p),
+        hedge_floor: duration(
+            &raw.hedge_floor,
+            Duration::from_millis(d::HEDGE_FLOOR_MS),
+            "proxy.hedge_floor",
+            p,
+        ),
+        hedge_budget: fraction(
+            raw.hedge_budget,
+            d::HEDGE_BUDGET,
+            false,
+            "proxy.hedge_budget",
             p,
         ),
         drain_timeout: duration(

@@ -13,7 +13,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::harness::{binary, free_port, get, request, wait_until, DemoSite, Proc, Sitesteer};
-use crate::traffic::{failures, Traffic};
+use crate::traffic::{assert_none_failed, Traffic};
 
 const PROBES: &str =
     "[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n";
@@ -432,13 +432,7 @@ async fn a_broken_reload_is_refused_and_traffic_never_stops() {
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let outcomes = traffic.stop().await;
-    let failed = failures(&outcomes);
-    assert!(
-        failed.is_empty(),
-        "{} requests failed during reloads: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(3)]
-    );
+    assert_none_failed(&outcomes, "during reloads");
     assert!(outcomes.len() > 100);
     let (_, events, _) = ctl(proxy.admin, None, &["events", "--limit", "50"]);
     assert!(

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::harness::{free_port, get, site_tables, DemoSite, Sitesteer};
-use crate::traffic::{failures, served_by, Traffic};
+use crate::traffic::{assert_none_failed, served_by, Traffic};
 
 const PROBES: &str = "[health]\nrise = 5\nfall = 2\n\n[proxy]\nread_timeout = \"2s\"\n\n[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\njitter = \"5ms\"\n\n";
 
@@ -44,14 +44,7 @@ async fn a_killed_site_costs_no_request_and_comes_back_with_hysteresis() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     let outcomes = traffic.stop().await;
 
-    let failed = failures(&outcomes);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        outcomes.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_none_failed(&outcomes, "across the kill and the restart");
     assert!(
         served_by(&outcomes, "a", Duration::ZERO, killed_at) > 10,
         "a served before the kill"

@@ -19,6 +19,7 @@ mod hostile;
 mod netns;
 mod ops;
 mod probes;
+mod rescue;
 mod restart;
 mod tls;
 mod transports;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::harness::{free_port, site_tables, DemoSite, Sitesteer};
-use crate::traffic::{failures, served_by, Traffic};
+use crate::traffic::{assert_none_failed, served_by, Traffic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_site_is_detected_by_timeout_and_costs_no_request() {
@@ -47,13 +47,7 @@ async fn a_hung_site_is_detected_by_timeout_and_costs_no_request() {
         "a recovers"
     );
     let outcomes = traffic.stop().await;
-    let failed = failures(&outcomes);
-    assert!(
-        failed.is_empty(),
-        "{} requests failed: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_none_failed(&outcomes, "while a hung");
     assert_eq!(
         served_by(
             &outcomes,

@@ -15,6 +15,8 @@ use crate::harness::{get, mcp};
 pub(crate) struct Outcome {
     /// When it was sent, since the traffic started.
     pub sent: Duration,
+    /// How long the answer (or the failure) took.
+    pub took: Duration,
     /// The serving site (`x-sitesteer-site`), empty on failure.
     pub site: String,
     /// `Err` with what went wrong.
@@ -45,19 +47,23 @@ impl Traffic {
                     // Bounded: at most 100k requests per worker, and the caller's stop.
                     while !stop.load(Ordering::Relaxed) && i < 100_000 {
                         let sent = started.elapsed();
+                        let asked = Instant::now();
                         let answer = match (w + i) % 3 {
                             0 => get(proxy, "/health").await,
                             1 => mcp(proxy, "ping", json!({}), None).await,
                             _ => mcp(proxy, "tools/list", json!({}), None).await,
                         };
+                        let took = asked.elapsed();
                         let outcome = match answer {
                             Ok(a) if a.status == 200 => Outcome {
                                 sent,
+                                took,
                                 site: a.header("x-sitesteer-site").to_string(),
                                 result: Ok(()),
                             },
                             Ok(a) => Outcome {
                                 sent,
+                                took,
                                 site: String::new(),
                                 result: Err(format!(
                                     "HTTP {}: {}",
@@ -67,6 +73,7 @@ impl Traffic {
                             },
                             Err(e) => Outcome {
                                 sent,
+                                took,
                                 site: String::new(),
                                 result: Err(e),
                             },
@@ -101,6 +108,18 @@ impl Traffic {
         out.sort_by_key(|o| o.sent);
         out
     }
+}
+
+/// Fails the test, naming the first few, when any outcome failed; `during` says when.
+pub(crate) fn assert_none_failed(outcomes: &[Outcome], during: &str) {
+    let failed = failures(outcomes);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed {during}: {:?}",
+        failed.len(),
+        outcomes.len(),
+        &failed[..failed.len().min(5)]
+    );
 }
 
 /// The failed outcomes.

@@ -19,6 +19,9 @@
 //! SSE streams, notifications and batches, and requests that are not safe to repeat. A
 //! body read here is handed back to pingora through its retry buffer, which holds it whole.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -29,12 +32,26 @@ use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::Result;
 use serde_json::Value;
 use sitesteer_config::EndpointKind;
-use sitesteer_probes::Failure;
+use sitesteer_probes::{Failure, SiteState, Snapshot};
 use tokio::time::Instant;
 
 use super::{failure_of, HttpProxy, RequestState};
 use crate::limits;
-use crate::steer::NoSite;
+use crate::steer::{self, Choice, NoSite};
+
+/// An attempt in flight beside the first one of a round (a hedge).
+type InFlight<'a> = Pin<Box<dyn Future<Output = Attempt> + Send + 'a>>;
+
+/// How often a round in flight looks whether its sites were judged out of service.
+const RESCUE_POLL: Duration = Duration::from_millis(10);
+
+/// The hedge's outcome, or never when there is none.
+async fn in_flight(hedge: &mut Option<(usize, Instant, InFlight<'_>)>) -> Attempt {
+    match hedge {
+        Some((_, _, attempt)) => attempt.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Largest request body read ahead to judge the request: pingora's retry buffer, which
 /// hands it back to pingora when the exchange is not checked, holds 64 KiB.
@@ -163,6 +180,8 @@ impl HttpProxy {
         body: &Bytes,
         id: Option<&Value>,
     ) -> Result<()> {
+        self.steering
+            .earn_hedge(ctx.snapshot().config.proxy.hedge_budget);
         let mut last: Option<Answer> = None;
         let no_site = loop {
             let choice = match ctx.attempts.next(&self.steering, None) {
@@ -170,39 +189,16 @@ impl HttpProxy {
                 Err(why) => break why,
             };
             ctx.upstream_started = Some(Instant::now());
-            let snapshot = ctx.attempts.snapshot();
-            let peer = self.peer_for(snapshot, choice.site, choice.addr, true);
-            let host = snapshot
-                .config
-                .sites
-                .get(choice.site)
-                .and_then(|s| s.host.as_deref());
-            let proxy = &snapshot.config.proxy;
-            // Bounded as a whole: a site that drips its answer cannot hold the request.
-            let limit = proxy.connect_timeout + proxy.read_timeout * 2;
-            let attempt = self.attempt(
-                session.req_header(),
-                &peer,
-                host,
-                body,
-                id,
-                choice.site,
-                proxy.read_timeout,
-            );
-            let outcome = tokio::time::timeout(limit, attempt)
-                .await
-                .unwrap_or(Attempt::Failed(Failure::Timeout));
-            match outcome {
-                Attempt::Good(answer) => return self.deliver(session, ctx, answer).await,
-                Attempt::Long(answer, upstream) => {
+            let won = self
+                .race(session.req_header(), ctx, body, id, choice, &mut last)
+                .await;
+            match won {
+                Some(Attempt::Good(answer)) => return self.deliver(session, ctx, answer).await,
+                Some(Attempt::Long(answer, upstream)) => {
                     return self.deliver_long(session, ctx, answer, upstream).await
                 }
-                Attempt::Wrong(answer, failure, why) => {
-                    tracing::debug!(site = Self::site_name(ctx), why, "wrong answer; next site");
-                    ctx.attempts.failed(&self.steering, failure);
-                    last = Some(answer);
-                }
-                Attempt::Failed(failure) => ctx.attempts.failed(&self.steering, failure),
+                // Every attempt of the round failed (each reported): the next site.
+                _ => {}
             }
         };
         match last {
@@ -224,6 +220,181 @@ impl HttpProxy {
                     .await
             }
         }
+    }
+
+    /// One round of attempts, starting at `choice`. While it waits, the attempt is hedged to a
+    /// second site once it is slower than its site normally is ([`steer::hedge_after`], within
+    /// the hedge budget), and abandoned when its site is judged down or put in maintenance
+    /// (a rescue: the next round sends the request elsewhere at once instead of waiting for
+    /// `read_timeout`). Returns the first right answer (`Good` or `Long`; a late one is
+    /// dropped with its connection), or `None` when every attempt of the round failed, each
+    /// reported against its site (wrong answers kept in `last`).
+    async fn race(
+        &self,
+        head: &RequestHeader,
+        ctx: &mut RequestState,
+        body: &Bytes,
+        id: Option<&Value>,
+        choice: Choice,
+        last: &mut Option<Answer>,
+    ) -> Option<Attempt> {
+        let snapshot = ctx.attempts.snapshot().clone();
+        let proxy = &snapshot.config.proxy;
+        // Bounded as a whole: a site that drips its answer cannot hold the request.
+        let limit = proxy.connect_timeout + proxy.read_timeout * 2;
+        let started = Instant::now();
+        let first = choice.site;
+        let mut hedge_at = snapshot
+            .sites
+            .get(first)
+            .and_then(|s| steer::hedge_after(s, proxy))
+            .map(|after| started + after);
+        let primary = self.attempt_at(head, snapshot.clone(), choice, body, id);
+        tokio::pin!(primary);
+        let mut primary_live = true;
+        let mut hedge: Option<(usize, Instant, InFlight<'_>)> = None;
+        loop {
+            if !primary_live && hedge.is_none() {
+                return None;
+            }
+            let mut wake = Instant::now() + RESCUE_POLL;
+            if primary_live {
+                wake = wake.min(started + limit);
+                if hedge.is_none() {
+                    wake = hedge_at.map_or(wake, |at| wake.min(at));
+                }
+            }
+            if let Some((_, hedge_started, _)) = &hedge {
+                wake = wake.min(*hedge_started + limit);
+            }
+            tokio::select! {
+                biased;
+                out = &mut primary, if primary_live => {
+                    primary_live = false;
+                    if let Some(won) = self.judge(ctx, first, out, last) {
+                        return Some(won);
+                    }
+                }
+                out = in_flight(&mut hedge) => {
+                    let site = hedge.take().map_or(first, |(site, _, _)| site);
+                    if let Some(won) = self.judge(ctx, site, out, last) {
+                        return Some(won);
+                    }
+                }
+                () = tokio::time::sleep_until(wake) => {
+                    let now = Instant::now();
+                    if primary_live && now >= started + limit {
+                        primary_live = false;
+                        ctx.attempts.failed_at(&self.steering, first, Failure::Timeout);
+                    }
+                    if hedge.as_ref().is_some_and(|(_, at, _)| now >= *at + limit) {
+                        if let Some((site, _, _)) = hedge.take() {
+                            ctx.attempts.failed_at(&self.steering, site, Failure::Timeout);
+                        }
+                    }
+                    self.rescue(ctx, &snapshot, first, &mut primary_live, &mut hedge);
+                    if primary_live && hedge.is_none() && hedge_at.is_some_and(|at| now >= at) {
+                        hedge_at = None;
+                        if ctx.attempts.may_retry(&self.steering)
+                            && self.steering.take_hedge(&snapshot, first)
+                        {
+                            if let Ok(second) = ctx.attempts.next(&self.steering, None) {
+                                let site = second.site;
+                                let newest = ctx.attempts.snapshot().clone();
+                                tracing::debug!(site = snapshot.sites.get(first).map(|s| s.name.as_str()), "slow: hedged");
+                                hedge = Some((site, now, Box::pin(self.attempt_at(head, newest, second, body, id))));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Abandons the attempts in flight whose site the newest Snapshot has down or in
+    /// maintenance: each is reported as a timeout and counted as a rescue.
+    fn rescue(
+        &self,
+        ctx: &mut RequestState,
+        snapshot: &Snapshot,
+        first: usize,
+        primary_live: &mut bool,
+        hedge: &mut Option<(usize, Instant, InFlight<'_>)>,
+    ) {
+        let newest = self.steering.current();
+        if newest.snapshot.generation != snapshot.generation {
+            // A reload renumbered the sites; the deadlines still bound the attempts.
+            return;
+        }
+        let out = |site: usize| {
+            newest
+                .snapshot
+                .sites
+                .get(site)
+                .is_some_and(|s| matches!(s.state, SiteState::Down | SiteState::Maintenance))
+        };
+        if *primary_live && out(first) {
+            *primary_live = false;
+            self.steering.count_rescue(snapshot, first);
+            ctx.attempts
+                .failed_at(&self.steering, first, Failure::Timeout);
+        }
+        if hedge.as_ref().is_some_and(|(site, _, _)| out(*site)) {
+            if let Some((site, _, _)) = hedge.take() {
+                self.steering.count_rescue(snapshot, site);
+                ctx.attempts
+                    .failed_at(&self.steering, site, Failure::Timeout);
+            }
+        }
+    }
+
+    /// Reports how an attempt at `site` ended: the winning answer, or `None` after the
+    /// failure is reported (a wrong answer is kept in `last`, the truest answer when no site
+    /// gives a right one).
+    fn judge(
+        &self,
+        ctx: &mut RequestState,
+        site: usize,
+        out: Attempt,
+        last: &mut Option<Answer>,
+    ) -> Option<Attempt> {
+        match out {
+            won @ (Attempt::Good(_) | Attempt::Long(..)) => Some(won),
+            Attempt::Wrong(answer, failure, why) => {
+                tracing::debug!(
+                    site = ctx.snapshot().sites.get(site).map(|s| s.name.as_str()),
+                    why,
+                    "wrong answer; next site"
+                );
+                ctx.attempts.failed_at(&self.steering, site, failure);
+                *last = Some(answer);
+                None
+            }
+            Attempt::Failed(failure) => {
+                ctx.attempts.failed_at(&self.steering, site, failure);
+                None
+            }
+        }
+    }
+
+    /// An attempt at the site of `choice`, with its peer and `Host` from `snapshot`.
+    async fn attempt_at(
+        &self,
+        head: &RequestHeader,
+        snapshot: Arc<Snapshot>,
+        choice: Choice,
+        body: &Bytes,
+        id: Option<&Value>,
+    ) -> Attempt {
+        let peer = self.peer_for(&snapshot, choice.site, choice.addr, true);
+        let host = snapshot
+            .config
+            .sites
+            .get(choice.site)
+            .and_then(|s| s.host.as_deref());
+        let read_timeout = snapshot.config.proxy.read_timeout;
+        self.attempt(head, &peer, host, body, id, choice.site, read_timeout)
+            .await
     }
 
     /// One try at one site: the request out, the whole answer in (or its first

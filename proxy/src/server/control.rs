@@ -63,6 +63,8 @@ pub(super) fn start_health(
             retries: metrics.retries.clone(),
             panic_decisions: metrics.panic_decisions.clone(),
             unroutable: metrics.unroutable.clone(),
+            hedges: metrics.hedges.clone(),
+            rescues: metrics.rescues.clone(),
         },
     ));
     if !persisted.overrides.sites.is_empty() {

@@ -20,6 +20,7 @@ use sitesteer_config::EndpointKind;
 use sitesteer_probes::Fault;
 use sitesteer_probes::{Failure, HealthHandle, Snapshot};
 
+use super::hedge::HedgeBudget;
 use super::{Choice, Mode, Published, PublishedCell, RequestCtx, Tried};
 
 /// The steering metrics that [`Attempts`] keeps (the panic-mode gauge is the publish
@@ -32,14 +33,19 @@ pub(crate) struct SteerMetrics {
     pub(crate) panic_decisions: IntCounter,
     /// `sitesteer_unroutable_requests_total`.
     pub(crate) unroutable: IntCounter,
+    /// `sitesteer_hedges_total`, by the site that was too slow.
+    pub(crate) hedges: IntCounterVec,
+    /// `sitesteer_rescues_total`, by the site judged down while the request was on it.
+    pub(crate) rescues: IntCounterVec,
 }
 
 /// What the data planes share to steer: the published Snapshots with their indexes, the
-/// health owner (for passive reports), and the steering metrics.
+/// health owner (for passive reports), the hedge budget and the steering metrics.
 pub(crate) struct Steering {
     published: Arc<PublishedCell>,
     health: HealthHandle,
     metrics: SteerMetrics,
+    hedges: HedgeBudget,
 }
 
 impl Steering {
@@ -53,7 +59,29 @@ impl Steering {
             published,
             health,
             metrics,
+            hedges: HedgeBudget::default(),
         }
+    }
+
+    /// A safe request started: earns its share (`proxy.hedge_budget`) of a hedge.
+    pub(crate) fn earn_hedge(&self, share: f64) {
+        self.hedges.earn(share);
+    }
+
+    /// Takes a hedge of a request too slow at `site` from the budget (counted by `site` in
+    /// `snapshot`); `false` when the budget is spent.
+    pub(crate) fn take_hedge(&self, snapshot: &Snapshot, site: usize) -> bool {
+        let taken = self.hedges.take();
+        if taken {
+            count_by_site(&self.metrics.hedges, snapshot, site);
+        }
+        taken
+    }
+
+    /// A request in flight on `site` was sent elsewhere because `site` was judged out of
+    /// service.
+    pub(crate) fn count_rescue(&self, snapshot: &Snapshot, site: usize) {
+        count_by_site(&self.metrics.rescues, snapshot, site);
     }
 
     /// The newest publication.
@@ -204,6 +232,13 @@ impl Attempts {
         matches!(picked, Pick::Site(_))
     }
 
+    /// The attempt at `site` (one of two in flight, when a request is hedged) failed with
+    /// `failure`: reported against it at once, as [`Attempts::failed`].
+    pub(crate) fn failed_at(&mut self, steering: &Steering, site: usize, failure: Failure) {
+        self.site = Some(site);
+        self.failed(steering, failure);
+    }
+
     /// The current attempt failed with `failure`: reported against its site at once.
     pub(crate) fn failed(&mut self, steering: &Steering, failure: Failure) {
         let Some(site) = self.site else {
@@ -252,6 +287,12 @@ impl Attempts {
             }
         }
         self.uncounted = Tried::default();
+    }
+}
+
+fn count_by_site(counter: &IntCounterVec, snapshot: &Snapshot, site: usize) {
+    if let Some(s) = snapshot.sites.get(site) {
+        counter.with_label_values(&[s.name.as_str()]).inc();
     }
 }
 

@@ -6,13 +6,17 @@
 //!   and the panic-mode gauge, written there only.
 //! - `attempts.rs`: the one selection loop of the HTTP and TCP data planes: tried sites,
 //!   snapshot refresh between attempts, drill faults, the retry budget and the accounting.
+//! - `hedge.rs`: how long a safe request waits for its site before it is hedged to another,
+//!   and the fleet-wide hedge budget.
 
 mod attempts;
 mod choose;
+mod hedge;
 mod publish;
 
 pub(crate) use attempts::{Attempts, NoSite, SteerMetrics, Steering};
 pub use choose::{choose, serves_pinned, Choice, Index, Mode, RequestCtx, Tried};
+pub(crate) use hedge::hedge_after;
 pub(crate) use publish::{Published, PublishedCell};
 
 #[cfg(test)]

@@ -35,6 +35,8 @@ impl Rig {
             retries: IntCounterVec::new(Opts::new("retries", "r"), &["site"]).expect("metric"),
             panic_decisions: IntCounter::new("panic_decisions", "p").expect("metric"),
             unroutable: IntCounter::new("unroutable", "u").expect("metric"),
+            hedges: IntCounterVec::new(Opts::new("hedges", "h"), &["site"]).expect("metric"),
+            rescues: IntCounterVec::new(Opts::new("rescues", "r"), &["site"]).expect("metric"),
         };
         let panic_mode = IntGauge::new("panic_mode", "p").expect("metric");
         let cell = Arc::new(PublishedCell::default());
