@@ -48,6 +48,8 @@ pub const LATENCY_REFERENCE_MS: u64 = 100;
 pub const DEGRADED_LATENCY_MS: u64 = 1000;
 /// `health.degraded_error_rate`.
 pub const DEGRADED_ERROR_RATE: f64 = 0.2;
+/// `health.slow_start`, milliseconds: off.
+pub const SLOW_START_MS: u64 = 0;
 /// `health.suspect_hold`, milliseconds.
 pub const SUSPECT_HOLD_MS: u64 = 2000;
 /// `proxy.threads`.

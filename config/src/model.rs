@@ -292,6 +292,10 @@ pub struct Health {
     /// How long a passive connect failure keeps a site suspect (degraded) unless a probe
     /// succeeds `rise` times. Default 2s.
     pub suspect_hold: Duration,
+    /// How long a site that came back from `down` takes to grow from a twentieth of its
+    /// share of traffic to all of it, so that a cold site is not flooded (HAProxy's
+    /// `slowstart`). 0 turns it off. Default 0s.
+    pub slow_start: Duration,
 }
 
 /// Data-plane settings of the proxy.

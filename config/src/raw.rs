@@ -115,6 +115,7 @@ pub(crate) struct RawHealth {
     pub degraded_latency: Option<String>,
     pub degraded_error_rate: Option<f64>,
     pub suspect_hold: Option<String>,
+    pub slow_start: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

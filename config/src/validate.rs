@@ -681,6 +681,12 @@ fn health(raw: &RawHealth, p: &mut Problems) -> Health {
             "health.suspect_hold",
             p,
         ),
+        slow_start: duration(
+            &raw.slow_start,
+            Duration::from_millis(d::SLOW_START_MS),
+            "health.slow_start",
+            p,
+        ),
     }
 }
 

@@ -73,6 +73,9 @@ pub struct SiteView {
     pub fault: Option<crate::overrides::Fault>,
     /// Score in [0, 1]: (1 − error rate) × latency factor.
     pub score: f64,
+    /// The share of its traffic the site takes: 1, or while it warms up after coming back
+    /// from down (`health.slow_start`), growing from 0.05 to 1.
+    pub warm: f64,
     /// Fraction of successful probes over the window.
     pub availability: f64,
     /// Fraction of failed probes and requests over the window, counted from the moment the

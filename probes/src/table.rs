@@ -41,7 +41,14 @@ struct Entry {
     /// seen from then on, so that the failures recorded while it was down do not hold it out
     /// (degraded) for a whole window once its probes pass again. Cleared after a window.
     recovered_at: Option<Instant>,
+    /// Set at the same moment when `health.slow_start` is on: the site takes a growing share
+    /// of its traffic until `slow_start` has passed. Cleared then.
+    warming_since: Option<Instant>,
 }
+
+/// The share of its traffic a site takes right after it came back from down, with
+/// `health.slow_start` on.
+const WARM_START: f64 = 0.05;
 
 /// Every site's health, owned by one task.
 pub struct HealthTable {
@@ -108,6 +115,7 @@ impl HealthTable {
             published: SiteState::Up,
             published_at: SystemTime::now(),
             recovered_at: None,
+            warming_since: None,
         }
     }
 
@@ -254,13 +262,30 @@ impl HealthTable {
         self.evaluate(obs.site, obs.at)
     }
 
-    /// Re-evaluates every site (suspect holds and windows expire with time).
+    /// Re-evaluates every site (suspect holds and windows expire with time). True when a
+    /// published state changed, or while a site warms up (its share grows with every
+    /// Snapshot).
     pub fn tick(&mut self, now: Instant) -> bool {
         let mut changed = false;
         for i in 0..self.entries.len() {
             changed |= self.evaluate(i, now);
         }
-        changed
+        changed || self.entries.iter().any(|e| e.warming_since.is_some())
+    }
+
+    /// The share of its traffic site `i` takes at `now`: 1, or while it warms up after
+    /// coming back from down, from [`WARM_START`] growing linearly to 1 over
+    /// `health.slow_start`.
+    fn warm(&self, i: usize, now: Instant) -> f64 {
+        let slow_start = self.config.health.slow_start;
+        match self.entries[i].warming_since {
+            Some(at) if !slow_start.is_zero() => {
+                let grown =
+                    now.saturating_duration_since(at).as_secs_f64() / slow_start.as_secs_f64();
+                (WARM_START + (1.0 - WARM_START) * grown).clamp(WARM_START, 1.0)
+            }
+            _ => 1.0,
+        }
     }
 
     /// What the site's error rate and score are judged on: the window, less what was seen
@@ -282,9 +307,16 @@ impl HealthTable {
 
     fn evaluate(&mut self, i: usize, now: Instant) -> bool {
         let span = self.config.health.window;
+        let slow_start = self.config.health.slow_start;
         let e = &mut self.entries[i];
+        if e.warming_since
+            .is_some_and(|at| now.saturating_duration_since(at) >= slow_start)
+        {
+            e.warming_since = None;
+        }
         if e.health.health == Health::Down && e.health.probes_pass() {
             e.recovered_at = Some(now);
+            e.warming_since = (!slow_start.is_zero()).then_some(now);
         } else if e
             .recovered_at
             .is_some_and(|at| now.saturating_duration_since(at) >= span)
@@ -387,6 +419,7 @@ impl HealthTable {
                     preferred: o.is_some_and(|o| o.preferred),
                     fault: o.and_then(|o| o.fault),
                     score: score(error_rate, ewma, reference_ms),
+                    warm: self.warm(i, now),
                     availability: totals.availability(),
                     error_rate,
                     latency_ewma_ms: ewma,
@@ -543,5 +576,50 @@ mod tests {
         t.tick(later);
         let view = &t.snapshot(later).sites[0];
         assert!(view.error_rate > 0.2, "error rate {}", view.error_rate);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_slow_start_a_site_back_from_down_takes_a_growing_share() {
+        let text = "[health]\nslow_start = \"2s\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n";
+        let config = sitesteer_config::parse(text, "test", std::path::Path::new(".")).unwrap();
+        let start = Instant::now();
+        let mut t = HealthTable::new(Arc::new(config), Overrides::default(), start);
+        let probe = |ms_after: u64, ok: bool| {
+            let outcome = if ok {
+                Ok(Duration::from_millis(2))
+            } else {
+                Err(Failure::Connect)
+            };
+            let mut obs = Observation::probe(0, 1, 0, outcome, None);
+            obs.at = start + Duration::from_millis(ms_after);
+            obs
+        };
+        assert_eq!(
+            t.snapshot(start).sites[0].warm,
+            1.0,
+            "a site never down is warm"
+        );
+        t.fold(&probe(0, false));
+        t.fold(&probe(100, false));
+        t.fold(&probe(200, true));
+        t.fold(&probe(300, true));
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let view = t.snapshot(at(300)).sites[0].clone();
+        assert_eq!(view.state, SiteState::Up);
+        assert!((view.warm - WARM_START).abs() < 1e-9, "warm {}", view.warm);
+        assert!(
+            t.tick(at(1_300)),
+            "a warming site is published on every tick"
+        );
+        let half = t.snapshot(at(1_300)).sites[0].warm;
+        assert!(
+            (half - (WARM_START + (1.0 - WARM_START) * 0.5)).abs() < 1e-9,
+            "warm {half}"
+        );
+        assert!(
+            !t.tick(at(2_300)),
+            "warm after slow_start: nothing more to publish"
+        );
+        assert_eq!(t.snapshot(at(2_300)).sites[0].warm, 1.0);
     }
 }

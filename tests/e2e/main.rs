@@ -19,6 +19,7 @@ mod hostile;
 mod netns;
 mod ops;
 mod probes;
+mod recovery;
 mod rescue;
 mod restart;
 mod tls;

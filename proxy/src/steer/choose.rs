@@ -8,8 +8,8 @@
 //!    drained; otherwise it is not served ([`choose`] returns `None` for it).
 //! 2. Sites preferred by a manual failover win while up.
 //! 3. Otherwise the lowest tier with an up site that has weight wins; its sites share
-//!    traffic by `effective weight × score`, preferring the client's region when one of
-//!    them is in it.
+//!    traffic by `effective weight × score × warm` (`warm` is the slow-start share of a site
+//!    that just came back), preferring the client's region when one of them is in it.
 //! 4. With no up site, degraded sites serve, by the same rules.
 //! 5. With neither, **panic mode**: every site not in maintenance serves, by configured
 //!    weight, so that a wrong health signal never takes the whole service down.
@@ -138,7 +138,7 @@ fn rank(site: &SiteView, region: Option<&str>) -> Option<(Class, u8, bool)> {
 fn share(site: &SiteView, class: Class) -> f64 {
     match class {
         Class::Panic => f64::from(site.configured_weight.max(1)),
-        _ => f64::from(site.effective_weight) * site.score.max(0.001),
+        _ => f64::from(site.effective_weight) * site.score.max(0.001) * site.warm.max(0.001),
     }
 }
 

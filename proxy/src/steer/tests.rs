@@ -64,6 +64,27 @@ fn score_scales_the_share() {
 }
 
 #[test]
+fn a_warming_site_takes_its_slow_start_share() {
+    let mut snap = snapshot(&[(0, 100, "a"), (0, 100, "a")]);
+    snap.sites[1].warm = 0.25;
+    let c = counts(&snap, RequestCtx::new(HTTP, 0), 5000);
+    assert!((3800..4200).contains(&c[0]), "{c:?}");
+    // The decision index built at publication follows it too.
+    let index = Index::new(&snap);
+    let mut picked = [0u64; 2];
+    for i in 0..5000u64 {
+        let r = RequestCtx {
+            random: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            ..RequestCtx::new(HTTP, 0)
+        };
+        if let Some(c) = index.choose(&snap, &r) {
+            picked[c.site] += 1;
+        }
+    }
+    assert!((3800..4200).contains(&picked[0]), "{picked:?}");
+}
+
+#[test]
 fn down_sites_move_traffic_to_the_next_tier() {
     let mut snap = snapshot(&[(0, 100, "a"), (0, 100, "a"), (1, 100, "a")]);
     snap.sites[0].state = SiteState::Down;
