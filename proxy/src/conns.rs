@@ -1,6 +1,8 @@
-//! The registry of open long-lived connections (WebSocket, SSE, TCP) per site, and the
-//! sweeper that closes them when their site goes down, into maintenance, or stays drained
-//! past the drain timeout, so that clients reconnect to a healthy site.
+//! The registry of open long-lived connections (WebSocket, SSE, TCP) and of requests in
+//! flight on pingora's streaming path, per site, and the sweeper that closes them when their
+//! site goes down, into maintenance, or stays drained past the drain timeout: clients
+//! reconnect to a healthy site, and a request on a hung site gets its answer (a 502 saying
+//! that its outcome is unknown) when the site is judged down, not after `read_timeout`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +23,9 @@ pub(crate) enum Transport {
     Sse,
     /// Raw TCP.
     Tcp,
+    /// A request in flight on the streaming path (not a long-lived connection: not counted
+    /// in `sitesteer_open_connections`).
+    Request,
 }
 
 impl Transport {
@@ -30,6 +35,7 @@ impl Transport {
             Self::Ws => "ws",
             Self::Sse => "sse",
             Self::Tcp => "tcp",
+            Self::Request => "request",
         }
     }
 }
@@ -137,9 +143,11 @@ impl Registry {
             .entry(site.to_string())
             .or_default()
             .push(Conn { id, closer });
-        self.open
-            .with_label_values(&[site, transport.as_str()])
-            .inc();
+        if transport != Transport::Request {
+            self.open
+                .with_label_values(&[site, transport.as_str()])
+                .inc();
+        }
         Registration {
             registry: self.clone(),
             site: site.to_string(),
@@ -153,7 +161,7 @@ impl Registry {
         if let Some(conns) = sites.get_mut(site) {
             let before = conns.len();
             conns.retain(|c| c.id != id);
-            if conns.len() != before {
+            if conns.len() != before && transport != Transport::Request {
                 self.open
                     .with_label_values(&[site, transport.as_str()])
                     .dec();
@@ -206,7 +214,7 @@ pub(crate) async fn sweep(registry: Arc<Registry>, health: HealthHandle) {
             let since = now.duration_since(site.changed_at).unwrap_or_default();
             if since >= wait && registry.count(&site.name) > 0 {
                 let closed = registry.close_site(&site.name);
-                tracing::info!(site = %site.name, state = site.state.as_str(), closed, "closing long-lived connections");
+                tracing::info!(site = %site.name, state = site.state.as_str(), closed, "closing long-lived connections and requests in flight");
             }
         }
     }

@@ -90,6 +90,8 @@ pub struct RequestState {
     affinity: Option<Affinity>,
     long_lived: Option<Transport>,
     registration: Option<Registration>,
+    /// The current attempt's connection to its site is up: what was sent may have run there.
+    reached_site: bool,
     mcp: Option<Option<(String, Option<String>)>>,
     safe_to_repeat: Option<bool>,
     tools_answer: Option<Vec<u8>>,
@@ -126,6 +128,7 @@ impl RequestState {
             affinity: None,
             long_lived: None,
             registration: None,
+            reached_site: false,
             mcp: None,
             safe_to_repeat: None,
             tools_answer: None,
@@ -152,16 +155,19 @@ fn failure_of(e: &Error) -> Failure {
     }
 }
 
-async fn respond_json(session: &mut Session, status: u16, body: &'static [u8]) -> Result<bool> {
+async fn respond_json(session: &mut Session, status: u16, body: impl Into<Bytes>) -> Result<bool> {
+    let body = body.into();
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
     session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body)), true)
-        .await?;
+    session.write_response_body(Some(body), true).await?;
     Ok(true)
 }
+
+/// The JSON-RPC error code of a request whose site failed after it was sent (in the range
+/// JSON-RPC leaves to implementations).
+const OUTCOME_UNKNOWN: i64 = -32003;
 
 /// Why a session's request is not served: its site is out of service, or failed it.
 const SESSION_SITE_LOST: &str = "the session's site is out of service";
@@ -326,6 +332,40 @@ impl HttpProxy {
     /// SSE stream included: this is their first answer), not bound to a session, with a try
     /// left and another site to take it. Otherwise the site's own answer passes through, so
     /// that with every site failing the client still gets a real answer.
+    /// The JSON-RPC error answered for a request that reached its site, which then failed
+    /// (`e` from the upstream side, `code` 502) before it answered: the request's own `id`,
+    /// the site's name and that the outcome is unknown. `None` for anything else (a connect
+    /// that failed never reached the site; a request that is not JSON-RPC gets the plain
+    /// 502).
+    fn outcome_unknown(
+        &self,
+        session: &Session,
+        e: &Error,
+        ctx: &mut RequestState,
+        code: u16,
+    ) -> Option<Vec<u8>> {
+        if code != 502
+            || e.esource() != &pingora::ErrorSource::Upstream
+            || !ctx.reached_site
+            || session.req_header().method != http::Method::POST
+            || self.safe_to_repeat(session, ctx)
+        {
+            return None;
+        }
+        let id = checked::request_id(&session.as_ref().get_retry_buffer()?)?;
+        let site = Self::site_name(ctx).unwrap_or("unknown");
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "error": {
+                "code": OUTCOME_UNKNOWN,
+                "message": format!("site {site} failed after the request reached it and before it answered; the request may or may not have run there, and was not sent to another site because it is not safe to repeat"),
+                "data": {"site": site, "outcome": "unknown"},
+            },
+        });
+        serde_json::to_vec(&body).ok()
+    }
+
     fn retry_on_status(&self, session: &Session, ctx: &mut RequestState, status: u16) -> bool {
         if !matches!(status, 500 | 502 | 503 | 504) || ctx.affinity.is_some() {
             return false;
@@ -366,7 +406,7 @@ impl ProxyHttp for HttpProxy {
         }
         let req = session.req_header();
         let Some(route) = snapshot.config.route_for(req.uri.path()) else {
-            return respond_json(session, 404, br#"{"error":"no route for this path"}"#).await;
+            return respond_json(session, 404, &br#"{"error":"no route for this path"}"#[..]).await;
         };
         ctx.attempts.set_kind(route.endpoint);
         let is_get = req.method == http::Method::GET;
@@ -448,14 +488,21 @@ impl ProxyHttp for HttpProxy {
 
     async fn connected_to_upstream(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let (Some(transport), Some(site)) = (ctx.long_lived, Self::site_name(ctx)) {
+        ctx.reached_site = true;
+        // A POST on this path (a side-effecting tool call, a body too large to check) is
+        // registered too, so that when its site is judged down the sweeper cuts it and the
+        // client hears at once that its outcome is unknown, instead of after read_timeout.
+        let transport = ctx.long_lived.or_else(|| {
+            (session.req_header().method == http::Method::POST).then_some(Transport::Request)
+        });
+        if let (Some(transport), Some(site)) = (transport, Self::site_name(ctx)) {
             if let Some((local, peer)) = conns::socket_addrs(fd) {
                 let site = site.to_string();
                 ctx.registration = Some(self.registry.register(
@@ -606,6 +653,15 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
     ) -> pingora::proxy::FailToProxy {
         let code = limits::fail_status(e);
+        if let Some(body) = self.outcome_unknown(session, e, ctx, code) {
+            // A JSON-RPC request that reached its site, which failed before answering, and
+            // that is not safe to send elsewhere: the client must know it may have run.
+            let written = respond_json(session, code, body).await.is_ok();
+            return pingora::proxy::FailToProxy {
+                error_code: code,
+                can_reuse_downstream: written,
+            };
+        }
         if code == 404 && ctx.affinity.is_some() {
             // A lost session always gets the same JSON-RPC 404, whichever path found it lost.
             let written = respond_json(session, 404, SESSION_GONE).await.is_ok();
