@@ -81,6 +81,11 @@ lint:
 failover-bench: deps
 	bash benches/failover.sh
 
+## Silent failures against HAProxy: a hung site, dropped packets, a slow site (see BENCHMARKS.md).
+.PHONY: silent-bench
+silent-bench: deps
+	bash benches/silent.sh
+
 ## Throughput, latency, CPU and instructions per request: sitesteer against bare pingora,
 ## HAProxy and nginx, interleaved (see BENCHMARKS.md; installs wrk, haproxy, nginx, valgrind).
 bench: deps

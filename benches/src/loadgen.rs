@@ -6,7 +6,9 @@
 //! connection that sees a transport error counts the request as failed, drops the connection
 //! and opens a new one for its next request. `--requests` stops after that many requests in
 //! total (the callgrind measurement of `benches/run.sh`). At `--kill-after` seconds it runs
-//! `kill -9 --kill-pid` and records when. It writes a JSON summary to `--out` (and prints it).
+//! `kill -9 --kill-pid`, or the shell command `--fault-cmd` (a silent fault: `kill -STOP`, an
+//! iptables DROP rule, a slow mode), and records when; at `--heal-after` it runs `--heal-cmd`
+//! (`kill -CONT`, ...). It writes a JSON summary to `--out` (and prints it).
 //!
 //! Every request is recorded with its send time (µs since start), latency, status or error
 //! and the `x-demo-site` header of the response, which names the site that served it.
@@ -33,6 +35,10 @@
 //!   the requests that hit the dead site). `null` when there was no kill, no
 //!   `--killed-site`, no complete bucket, or the last bucket is not shifted (traffic never
 //!   shifted within the run). The resolution is B.
+//!   With `--heal-after`, the buckets end at the heal: shift_ms is the time until no new
+//!   request reached the faulty site while it was faulty.
+//! * **back_ms**: with `--heal-after`, the time from the heal until the first request sent
+//!   after it that the site served; `null` when it never did within the run.
 //! * latency percentiles are over all requests that got a response (any status), in ms.
 #![warn(unreachable_pub, missing_docs)]
 
@@ -58,7 +64,7 @@ const DEMO_SITE_HEADER: &str = "x-demo-site";
 #[derive(Debug, Parser)]
 #[command(
     name = "loadgen",
-    about = "closed-loop HTTP/1.1 load generator with a timed kill -9"
+    about = "closed-loop HTTP/1.1 load generator with a timed kill -9 or fault"
 )]
 struct Args {
     /// Target URL, http://HOST:PORT/PATH (plain HTTP only).
@@ -79,6 +85,15 @@ struct Args {
     /// The process to kill.
     #[arg(long)]
     kill_pid: Option<u32>,
+    /// Instead of `kill -9 --kill-pid`: a shell command run at `--kill-after` (the fault).
+    #[arg(long)]
+    fault_cmd: Option<String>,
+    /// Seconds after start at which to run `--heal-cmd` (the end of the fault).
+    #[arg(long)]
+    heal_after: Option<f64>,
+    /// The shell command that ends the fault.
+    #[arg(long)]
+    heal_cmd: Option<String>,
     /// Name (`x-demo-site`) of the site that `--kill-pid` serves.
     #[arg(long)]
     killed_site: Option<String>,
@@ -324,23 +339,25 @@ async fn worker(
     records
 }
 
-/// Runs `kill -9 pid`; returns (issued µs, done µs, result text).
-async fn kill_at(start: Instant, after: Duration, pid: u32) -> (u64, u64, String) {
+/// Runs `program args` at `after`; returns (issued µs, done µs, result text).
+async fn run_at(
+    start: Instant,
+    after: Duration,
+    program: &'static str,
+    args: Vec<String>,
+) -> (u64, u64, String) {
     tokio::time::sleep_until(start + after).await;
     let issued = start.elapsed().as_micros() as u64;
     let result = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("kill")
-            .arg("-9")
-            .arg(pid.to_string())
-            .status()
+        std::process::Command::new(program).args(&args).status()
     })
     .await;
     let done = start.elapsed().as_micros() as u64;
     let text = match result {
         Ok(Ok(s)) if s.success() => "ok".to_string(),
-        Ok(Ok(s)) => format!("kill exited with {s}"),
-        Ok(Err(e)) => format!("cannot run kill: {e}"),
-        Err(e) => format!("kill task failed: {e}"),
+        Ok(Ok(s)) => format!("{program} exited with {s}"),
+        Ok(Err(e)) => format!("cannot run {program}: {e}"),
+        Err(e) => format!("{program} task failed: {e}"),
     };
     (issued, done, text)
 }
@@ -424,6 +441,7 @@ fn summarize(
     mut records: Vec<Record>,
     end_us: u64,
     kill: Option<(u64, u64, String)>,
+    heal: Option<(u64, u64, String)>,
 ) -> Value {
     records.sort_by_key(|r| r.send_us);
     let total = records.len();
@@ -464,11 +482,20 @@ fn summarize(
         }
     }
 
+    let heal_us = heal.as_ref().map(|h| h.1);
+    let back_ms = match (heal_us, args.killed_site.as_deref()) {
+        (Some(h), Some(site)) => records
+            .iter()
+            .filter(|r| r.send_us >= h && r.ok() && r.site.as_deref() == Some(site))
+            .map(|r| round3((r.send_us - h) as f64 / 1000.0))
+            .next(),
+        _ => None,
+    };
     let (shift_ms, buckets) = match (kill_us, args.killed_site.as_deref()) {
         (Some(k), Some(site)) => shift(
             &records,
             k,
-            end_us,
+            heal_us.unwrap_or(end_us).min(end_us),
             args.bucket_ms * 1000,
             site,
             args.threshold,
@@ -527,6 +554,10 @@ fn summarize(
         "kill_done_ms": kill.as_ref().map(|k| round3(k.1 as f64 / 1000.0)),
         "kill_result": kill.as_ref().map(|k| k.2.clone()),
         "shift_ms": shift_ms,
+        "heal_ms": heal.as_ref().map(|h| round3(h.0 as f64 / 1000.0)),
+        "heal_done_ms": heal.as_ref().map(|h| round3(h.1 as f64 / 1000.0)),
+        "heal_result": heal.as_ref().map(|h| h.2.clone()),
+        "back_ms": back_ms,
         "served_by_killed_site_after_kill": served_by_killed_after_kill,
         "p50_ms": percentile(&lat, 50.0).map(round3),
         "p99_ms": percentile(&lat, 99.0).map(round3),
@@ -573,19 +604,47 @@ async fn run(args: Args) -> Result<Value, String> {
     if !(args.duration > 0.0 && args.duration <= 3600.0) {
         return Err("--duration must be in (0, 3600] seconds".to_string());
     }
-    if args.kill_after.is_some() != args.kill_pid.is_some() {
-        return Err("--kill-after and --kill-pid go together".to_string());
+    if args.kill_after.is_some() != (args.kill_pid.is_some() || args.fault_cmd.is_some())
+        || (args.kill_pid.is_some() && args.fault_cmd.is_some())
+    {
+        return Err("--kill-after goes with one of --kill-pid and --fault-cmd".to_string());
+    }
+    if args.heal_after.is_some() != args.heal_cmd.is_some() {
+        return Err("--heal-after and --heal-cmd go together".to_string());
     }
     let target = Arc::new(parse_url(&args.url)?);
     let args = Arc::new(args);
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(args.duration);
 
-    let killer = match (args.kill_after, args.kill_pid) {
-        (Some(after), Some(pid)) if after >= 0.0 && after < args.duration => Some(tokio::spawn(
-            kill_at(start, Duration::from_secs_f64(after), pid),
-        )),
+    let within = |at: f64| at >= 0.0 && at < args.duration;
+    let fault: Option<(&'static str, Vec<String>)> = match (&args.kill_pid, &args.fault_cmd) {
+        (Some(pid), _) => Some(("kill", vec!["-9".to_string(), pid.to_string()])),
+        (None, Some(cmd)) => Some(("sh", vec!["-c".to_string(), cmd.clone()])),
+        (None, None) => None,
+    };
+    let killer = match (args.kill_after, fault) {
+        (Some(after), Some((program, argv))) if within(after) => Some(tokio::spawn(run_at(
+            start,
+            Duration::from_secs_f64(after),
+            program,
+            argv,
+        ))),
         (Some(_), Some(_)) => return Err("--kill-after must be within --duration".to_string()),
+        _ => None,
+    };
+    let healer = match (args.heal_after, &args.heal_cmd) {
+        (Some(after), Some(cmd)) if within(after) && args.kill_after.is_some_and(|k| k < after) => {
+            Some(tokio::spawn(run_at(
+                start,
+                Duration::from_secs_f64(after),
+                "sh",
+                vec!["-c".to_string(), cmd.clone()],
+            )))
+        }
+        (Some(_), Some(_)) => {
+            return Err("--heal-after must be after --kill-after and within --duration".to_string())
+        }
         _ => None,
     };
     let budget = Arc::new(AtomicU64::new(0));
@@ -618,8 +677,12 @@ async fn run(args: Args) -> Result<Value, String> {
         },
         None => None,
     };
+    let heal = match healer {
+        Some(h) => h.await.ok(),
+        None => None,
+    };
     let end_us = end.saturating_duration_since(start).as_micros() as u64;
-    Ok(summarize(&args, records, end_us, kill))
+    Ok(summarize(&args, records, end_us, kill, heal))
 }
 
 fn main() -> std::process::ExitCode {
