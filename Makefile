@@ -76,6 +76,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) test -q -p sitesteer-lint
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc -q --workspace --no-deps
 
 ## Failover benchmark against HAProxy (see BENCHMARKS.md).
 failover-bench: deps

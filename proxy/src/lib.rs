@@ -2,6 +2,9 @@
 //! API ([`admin`]), metrics and the CLI (which also runs the demo sites of `sitesteer-demo`).
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
+// The crate's interface is its binary; its docs are read with `--document-private-items`,
+// where these links resolve.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod admin;
 mod availability;

@@ -1,5 +1,5 @@
 //! Authoritative DNS with geo-steering, answering from the same health
-//! [`Snapshot`](sitesteer_probes::Snapshot) and the same [`steer::choose`](crate::steer::choose)
+//! [`Snapshot`] and the same [`crate::steer::choose()`]
 //! as the proxy.
 //!
 //! This module owns the DNS listener on `listen.dns` and everything a query needs: [`zone`]

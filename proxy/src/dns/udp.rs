@@ -7,7 +7,7 @@
 //! allocated per query on a cache hit; nothing is spawned.
 //!
 //! Every thread checks its stop flag at least every [`POLL`] (the socket's receive timeout),
-//! so [`UdpServer::stop`] ends them; in the running proxy they live as long as the process
+//! so `UdpServer::stop` (in the tests) ends them; in the running proxy they live as long as the process
 //! (a graceful upgrade starts the new process's threads once the old process has exited and
 //! let go of the port, as before).
 

@@ -10,6 +10,13 @@
 //! right. With no site left, the last site's own answer is passed on (or a 502 when none
 //! answered).
 //!
+//! Silence is a failure too: an attempt still without an answer after its site's usual time
+//! ([`steer::hedge_after`]: probe p99 × `proxy.hedge_factor`, at least `proxy.hedge_floor`)
+//! is hedged to another site within the fleet's hedge budget, the first right answer wins,
+//! and an attempt whose site is judged down or put in maintenance meanwhile is rescued: sent
+//! elsewhere at once. A hung site so costs a safe request tens of milliseconds, not
+//! `read_timeout`.
+//!
 //! Limits: an answer over [`MAX_ANSWER`] is passed on as it comes once that much is held,
 //! and an event stream (`text/event-stream`) as soon as its head arrives, so a stream of
 //! progress events is never held back; from there a failure can only cut the answer.

@@ -1,5 +1,5 @@
 //! The data planes: the pingora server with the HTTP (WebSocket, SSE) and TCP proxies, each
-//! behind its [limits] gate, on plain or TLS listeners.
+//! behind its [`crate::limits`] gate, on plain or TLS listeners.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! Steering: which site serves a request, and what happens when an attempt fails.
 //!
-//! - [`choose`] (`choose.rs`): the decision, a pure function of a Snapshot and a request,
+//! - [`choose()`] (`choose.rs`): the decision, a pure function of a Snapshot and a request,
 //!   with its precomputed [`Index`]. DNS calls it directly.
 //! - `publish.rs`: the Snapshot and its index, built once when the health owner publishes,
 //!   and the panic-mode gauge, written there only.

@@ -284,7 +284,7 @@ impl Load {
         self.shared.skipped.load(Ordering::Relaxed)
     }
 
-    /// Records not kept because [`MAX_RECORDS`] was reached.
+    /// Records not kept because `MAX_RECORDS` was reached.
     pub fn dropped(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
     }

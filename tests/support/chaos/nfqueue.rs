@@ -6,7 +6,7 @@
 //!
 //! Plain `libc` netlink: bind queue N in the namespace (the thread enters it with `setns`),
 //! copy 64 bytes of each packet, answer `NF_ACCEPT` when due or `NF_DROP`. Bounded: at most
-//! [`MAX_HELD`] packets are held (beyond that they pass at once); on drop the thread lets
+//! `MAX_HELD` packets are held (beyond that they pass at once); on drop the thread lets
 //! every held packet through, unbinds and ends.
 
 use std::collections::VecDeque;
