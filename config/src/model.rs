@@ -471,6 +471,9 @@ pub struct Cluster {
 /// How a drill takes its site out, always through sitesteer (never by touching the site).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DrillMode {
+    /// Every connection of sitesteer to the site (probes and traffic) hangs, as on a real
+    /// hang: sitesteer must detect it by timeouts. The default.
+    Hang,
     /// The site goes into maintenance.
     Maintenance,
     /// sitesteer's probes of the site fail.
@@ -483,6 +486,7 @@ impl DrillMode {
     /// The config and CLI name.
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::Hang => "hang",
             Self::Maintenance => "maintenance",
             Self::KillProbe => "kill-probe",
             Self::Blackhole => "blackhole",
@@ -491,9 +495,14 @@ impl DrillMode {
 
     /// Parses a config or CLI name.
     pub fn parse(text: &str) -> Option<Self> {
-        [Self::Maintenance, Self::KillProbe, Self::Blackhole]
-            .into_iter()
-            .find(|m| m.as_str() == text)
+        [
+            Self::Hang,
+            Self::Maintenance,
+            Self::KillProbe,
+            Self::Blackhole,
+        ]
+        .into_iter()
+        .find(|m| m.as_str() == text)
     }
 }
 
@@ -504,7 +513,7 @@ pub struct Drill {
     pub site: String,
     /// When, in UTC (five cron fields).
     pub schedule: crate::cron::Schedule,
-    /// How the site is taken out. Default maintenance.
+    /// How the site is taken out. Default hang.
     pub mode: DrillMode,
     /// Whole drill duration (a third before the fault, a third out, a third after). Default 9s.
     pub duration: Duration,

@@ -1142,13 +1142,13 @@ fn drills(raw: &[RawDrill], sites: &[Site], p: &mut Problems) -> Vec<Drill> {
             Some(Ok(s)) => s,
         };
         let mode = match r.mode.as_deref() {
-            None => DrillMode::Maintenance,
+            None => DrillMode::Hang,
             Some(m) => DrillMode::parse(m).unwrap_or_else(|| {
                 p.add(
                     format!("{path}.mode"),
-                    format!("expected maintenance, kill-probe or blackhole, got {m:?}"),
+                    format!("expected hang, maintenance, kill-probe or blackhole, got {m:?}"),
                 );
-                DrillMode::Maintenance
+                DrillMode::Hang
             }),
         };
         let duration = duration(

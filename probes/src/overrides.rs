@@ -6,9 +6,15 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A fault injected by a drill, through sitesteer only (the site itself is not touched).
+/// `Hang` acts in the path to the site, where a real hang would, and must be detected like
+/// one; `KillProbe` and `Blackhole` tell the health table and the data plane directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
+    /// Every connection sitesteer makes to the site (probes and traffic) goes to a listener
+    /// that accepts and never answers ([`crate::hang_sink`]), as a hung site does: detected
+    /// by probe timeouts, hedged and rescued like a real hang.
+    Hang,
     /// Every probe of the site reports failure; the state machine takes it down as it would
     /// a real outage (detection by probes).
     KillProbe,

@@ -128,6 +128,7 @@ pub fn start(config: Arc<Config>, overrides: Overrides, hooks: Hooks) -> HealthH
         table.generation(),
         obs_tx.clone(),
         generation_rx.clone(),
+        snapshot.clone(),
     );
     let owner = Owner {
         hooks,
@@ -178,7 +179,7 @@ impl Owner {
                         self.fold_passive(Instant::now());
                         let generation = self.table.reconfigure(config, Instant::now());
                         let _ = self.generation_tx.send(generation);
-                        probe::spawn_all(self.table.config(), generation, self.obs_tx.clone(), self.generation_rx.clone());
+                        probe::spawn_all(self.table.config(), generation, self.obs_tx.clone(), self.generation_rx.clone(), self.snapshot.clone());
                         self.publish();
                         let _ = ack.send(generation);
                         continue;

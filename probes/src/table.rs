@@ -8,7 +8,7 @@ use sitesteer_config::{Config, Site};
 use tokio::time::Instant;
 
 use crate::observation::{Failure, Observation, Source};
-use crate::overrides::Overrides;
+use crate::overrides::{Fault, Overrides};
 use crate::snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 use crate::state::{Health, SiteHealth, Stats, Thresholds};
 use crate::window::{Latency, Totals, Window};
@@ -185,7 +185,9 @@ impl HealthTable {
             .get(obs.site)
             .and_then(|s| self.overrides.get(&s.name))
             .and_then(|o| o.fault);
-        if let (Some(fault), Source::Probe(_)) = (faulted, obs.source) {
+        // A hang acts in the path to the site: its probes fail by themselves.
+        let told = faulted.filter(|f| *f != Fault::Hang);
+        if let (Some(fault), Source::Probe(_)) = (told, obs.source) {
             let mut failed = obs.clone();
             failed.outcome = Err(Failure::Connect);
             failed.detail = Some(format!("drill fault {fault:?}"));

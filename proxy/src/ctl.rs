@@ -133,13 +133,25 @@ impl AdminClient {
         })
     }
 
-    /// Calls the API; 2xx answers are returned as JSON, others become errors.
-    pub(crate) async fn call(
+    /// `GET path` as text (the Prometheus metrics); a non-2xx answer is an error.
+    pub(crate) async fn text(&self, path: &str) -> Result<String, CtlError> {
+        let answer = self.send(Method::GET, path, None).await?;
+        if !answer.status.is_success() {
+            return Err(CtlError(
+                EXIT_USAGE,
+                format!("the admin API refused {path}: HTTP {}", answer.status),
+            ));
+        }
+        Ok(String::from_utf8_lossy(&answer.body).into_owned())
+    }
+
+    /// One request to the API, bounded to 30 s.
+    async fn send(
         &self,
         method: Method,
         path: &str,
         body: Option<Value>,
-    ) -> Result<Value, CtlError> {
+    ) -> Result<client::Answer, CtlError> {
         let mut headers = vec![("content-type", "application/json".to_string())];
         if let Some(t) = &self.token {
             headers.push(("authorization", format!("Bearer {t}")));
@@ -166,6 +178,17 @@ impl AdminClient {
                 ),
             )
         })?;
+        Ok(answer)
+    }
+
+    /// Calls the API; 2xx answers are returned as JSON, others become errors.
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, CtlError> {
+        let answer = self.send(method, path, body).await?;
         let json: Value = serde_json::from_slice(&answer.body).unwrap_or(Value::Null);
         if answer.status.is_success() {
             return Ok(json);

@@ -33,4 +33,5 @@ pub mod steer;
 mod tcp;
 mod tls;
 mod tools;
+mod upstream;
 mod webhooks;

@@ -85,8 +85,8 @@ impl TcpProxy {
             let choice = attempts.next(&self.steering, None).ok()?;
             let snap = attempts.snapshot();
             let timeout = snap.config.proxy.connect_timeout;
-            let opened =
-                tokio::time::timeout(timeout, self.open(snap, choice.site, choice.addr)).await;
+            let addr = crate::upstream::connect_addr(snap, choice.site, choice.addr);
+            let opened = tokio::time::timeout(timeout, self.open(snap, choice.site, addr)).await;
             let failure = match opened {
                 Ok(Ok(stream)) => {
                     // Counted, not sent: no message per connection (see `PassiveCounts`).

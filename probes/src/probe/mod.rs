@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use hyper::Method;
 use sitesteer_config::{Config, McpProtocol, Probe, ProbeKind};
 use tokio::sync::{mpsc, watch};
@@ -17,6 +18,8 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::observation::{Failure, Observation, SiteId};
+use crate::overrides::Fault;
+use crate::snapshot::Snapshot;
 use crate::table::probe_applies;
 
 /// A failed probe: the failure and, for the state reason, a detail.
@@ -70,20 +73,40 @@ pub fn targets(config: &Config) -> Vec<ProbeTarget> {
 }
 
 /// Starts one task per (site, probe) of `config`. Each stops when `generation` moves past
-/// `current` (a reload) or its sender closes.
+/// `current` (a reload) or its sender closes. Each run looks in the published `snapshot`
+/// for a drill's `hang` fault on its site, and probes the hang sink instead while it lasts.
 pub fn spawn_all(
     config: &Arc<Config>,
     current: u64,
     tx: mpsc::Sender<Observation>,
     generation: watch::Receiver<u64>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
 ) -> Vec<JoinHandle<()>> {
     targets(config)
         .into_iter()
         .map(|target| {
             let span = tracing::debug_span!("probe", site = %target.site_name, kind = target.spec.kind.as_str());
-            tokio::spawn(run(target, current, tx.clone(), generation.clone()).instrument(span))
+            let run = run(target, current, tx.clone(), generation.clone(), snapshot.clone());
+            tokio::spawn(run.instrument(span))
         })
         .collect()
+}
+
+/// `target` as a hung site would be reached: every connection goes to the hang sink. `None`
+/// when the site has no `hang` fault in `snapshot` (of generation `current`), or the sink
+/// cannot listen.
+fn hung(target: &ProbeTarget, snapshot: &Snapshot, current: u64) -> Option<ProbeTarget> {
+    let faulted = snapshot.generation == current
+        && snapshot
+            .sites
+            .get(target.site)
+            .is_some_and(|s| s.fault == Some(Fault::Hang));
+    let sink = faulted.then(crate::hang_sink).flatten()?;
+    Some(ProbeTarget {
+        addr: sink,
+        dial: client::Dial::plain(sink),
+        ..target.clone()
+    })
 }
 
 fn jitter(max: Duration) -> Duration {
@@ -100,6 +123,7 @@ async fn run(
     current: u64,
     tx: mpsc::Sender<Observation>,
     mut generation: watch::Receiver<u64>,
+    snapshot: Arc<ArcSwap<Snapshot>>,
 ) {
     let mut learned: Option<McpProtocol> = None;
     // Spread the first round over one interval so that probes do not move in lockstep.
@@ -113,8 +137,10 @@ async fn run(
             }
         }
         let started = Instant::now();
+        let hung = hung(&target, &snapshot.load(), current);
+        let probed = hung.as_ref().unwrap_or(&target);
         let outcome =
-            match tokio::time::timeout(target.spec.timeout, check(&target, &mut learned)).await {
+            match tokio::time::timeout(target.spec.timeout, check(probed, &mut learned)).await {
                 Ok(Ok(())) => Ok(started.elapsed()),
                 Ok(Err(f)) => Err(f),
                 Err(_) => Err((

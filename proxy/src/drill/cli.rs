@@ -30,8 +30,9 @@ pub(crate) struct DrillArgs {
     /// Synthetic MCP requests per second through the proxy.
     #[arg(long, default_value_t = 50)]
     pub rate: u32,
-    /// How the site is taken out: maintenance, kill-probe or blackhole.
-    #[arg(long, default_value = "maintenance", value_parser = parse_mode)]
+    /// How the site is taken out: hang (every connection of sitesteer to the site hangs, to
+    /// be detected like a real hang), maintenance, kill-probe or blackhole.
+    #[arg(long, default_value = "hang", value_parser = parse_mode)]
     pub mode: DrillMode,
     /// Print the report as JSON.
     #[arg(long)]
@@ -46,7 +47,7 @@ pub(crate) struct DrillArgs {
 
 fn parse_mode(text: &str) -> Result<DrillMode, String> {
     DrillMode::parse(text)
-        .ok_or_else(|| format!("expected maintenance, kill-probe or blackhole, got {text:?}"))
+        .ok_or_else(|| format!("expected hang, maintenance, kill-probe or blackhole, got {text:?}"))
 }
 
 /// Runs `sitesteer drill`.

@@ -1,7 +1,11 @@
 //! Failover drills: `sitesteer drill SITE` (and `[[drill]]` schedules) drive synthetic MCP
-//! traffic through the proxy, take the site out through sitesteer (maintenance, failing
-//! probes, or a blackhole, never by touching the site), measure the time until traffic moved
-//! and every failed request, restore the site, and report against the site's objectives.
+//! traffic through the proxy, put a fault on the site through sitesteer (never by touching
+//! the site), measure the time until sitesteer detected it and traffic moved, every failed,
+//! hedged and rescued request and the slowest one, clear the fault, and report against the
+//! site's objectives. The default fault, `hang`, acts in the path to the site
+//! (`crate::upstream`, the hang sink): sitesteer must detect it by timeouts as it would a
+//! real hang, so a drill can miss its objectives. `maintenance`, `kill-probe` and
+//! `blackhole` tell sitesteer directly.
 
 pub(crate) mod cli;
 mod report;
@@ -68,8 +72,24 @@ pub(crate) struct DrillReport {
     pub requests: u64,
     /// Requests that failed.
     pub failed: u64,
-    /// Time from the fault until no new request landed on the site, ms (`None`: never).
+    /// Time from the fault until sitesteer took the site out of rotation and no new request
+    /// landed on it, ms (`None`: never).
     pub shift_ms: Option<u64>,
+    /// Time from the fault until the site's state left `up`, ms (`None`: not during the
+    /// fault).
+    #[serde(default)]
+    pub detection_ms: Option<u64>,
+    /// Requests hedged away from the site during the drill (sent to another site too because
+    /// the site was slow).
+    #[serde(default)]
+    pub hedged: u64,
+    /// Requests rescued from the site during the drill (sent elsewhere when it was judged
+    /// down while they were on it).
+    #[serde(default)]
+    pub rescued: u64,
+    /// The slowest request of the drill, ms.
+    #[serde(default)]
+    pub slowest_ms: u64,
     /// Time from the restore until the site served again, ms (`None`: not within the drill).
     pub restore_ms: Option<u64>,
     /// Each objective, target and measured.
@@ -104,7 +124,7 @@ async fn fault(api: &AdminClient, plan: &DrillPlan, on: bool) -> Result<(), CtlE
             )
             .await?
         }
-        DrillMode::KillProbe | DrillMode::Blackhole => {
+        DrillMode::Hang | DrillMode::KillProbe | DrillMode::Blackhole => {
             let fault = on.then_some(plan.mode.as_str());
             api.call(
                 Method::POST,
@@ -192,6 +212,7 @@ pub(crate) async fn run(plan: &DrillPlan) -> Result<DrillReport, CtlError> {
         "drill started: synthetic MCP traffic through the proxy".to_string(),
     )];
     tokio::time::sleep(third).await;
+    let before = rescue_counts(&api, &plan.site).await;
     let fault_at = load.elapsed();
     let result = fault(&api, plan, true).await;
     if let Err(e) = result {
@@ -202,7 +223,7 @@ pub(crate) async fn run(plan: &DrillPlan) -> Result<DrillReport, CtlError> {
         started_ms + fault_at.as_millis() as u64,
         format!("fault injected: {}", plan.mode.as_str()),
     ));
-    tokio::time::sleep(third).await;
+    let (detection, ()) = tokio::join!(detect(&api, &plan.site, third), tokio::time::sleep(third));
     let restore_at = load.elapsed();
     let restored = fault(&api, plan, false).await;
     timeline.push((
@@ -212,10 +233,13 @@ pub(crate) async fn run(plan: &DrillPlan) -> Result<DrillReport, CtlError> {
     tokio::time::sleep(third).await;
     let samples = load.stop().await;
     restored?;
+    let after = rescue_counts(&api, &plan.site).await;
 
-    let report = analyse(
-        plan, started_ms, fault_at, restore_at, &samples, &targets, timeline,
+    let mut report = analyse(
+        plan, started_ms, fault_at, restore_at, &samples, &targets, timeline, detection,
     );
+    report.hedged = after.0.saturating_sub(before.0);
+    report.rescued = after.1.saturating_sub(before.1);
     if plan.record {
         api.call(
             Method::POST,
@@ -227,6 +251,42 @@ pub(crate) async fn run(plan: &DrillPlan) -> Result<DrillReport, CtlError> {
     Ok(report)
 }
 
+/// Polls the site's state every 20 ms until it leaves `up`, for at most `limit`; returns how
+/// long that took.
+async fn detect(api: &AdminClient, site: &str, limit: Duration) -> Option<Duration> {
+    let path = format!("/api/v1/sites/{}", site.replace('/', "%2F"));
+    let started = tokio::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Ok(v) = api.call(Method::GET, &path, None).await {
+            if v["state"].as_str().is_some_and(|s| s != "up") {
+                return Some(started.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+/// `sitesteer_hedges_total` and `sitesteer_rescues_total` of `site` now (0 when the metrics
+/// cannot be read).
+async fn rescue_counts(api: &AdminClient, site: &str) -> (u64, u64) {
+    let Ok(text) = api.text("/metrics").await else {
+        return (0, 0);
+    };
+    let label = format!("{{site=\"{site}\"}}");
+    let count = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(label.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    };
+    (
+        count("sitesteer_hedges_total"),
+        count("sitesteer_rescues_total"),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
 fn analyse(
     plan: &DrillPlan,
     started_ms: u64,
@@ -235,6 +295,7 @@ fn analyse(
     samples: &[Sample],
     targets: &sitesteer_config::Objectives,
     mut timeline: Vec<(u64, String)>,
+    detection: Option<Duration>,
 ) -> DrillReport {
     let ms = |d: Duration| d.as_millis() as u64;
     let requests = samples.len() as u64;
@@ -246,10 +307,21 @@ fn analyse(
         .filter(|s| s.site.as_deref() == Some(plan.site.as_str()))
         .map(|s| s.sent)
         .max();
-    let shift = match last_on_site {
+    let landed = match last_on_site {
         Some(t) => ms(t - fault_at),
         None => 0,
     };
+    // A fault that sitesteer must detect (a hang) is not shifted before it is detected, even
+    // when every request sent meanwhile was hedged or rescued to another site.
+    let detection_ms = detection.map(ms);
+    let shift = landed.max(detection_ms.unwrap_or(0));
+    if let Some(d) = detection_ms {
+        timeline.push((
+            started_ms + ms(fault_at) + d,
+            "sitesteer detected the fault: the site left up".to_string(),
+        ));
+    }
+    let slowest_ms = samples.iter().map(|s| ms(s.took)).max().unwrap_or(0);
     let back = samples
         .iter()
         .filter(|s| s.sent >= restore_at && s.site.as_deref() == Some(plan.site.as_str()))
@@ -289,6 +361,10 @@ fn analyse(
         requests,
         failed: failed.len() as u64,
         shift_ms: Some(shift),
+        detection_ms,
+        hedged: 0,
+        rescued: 0,
+        slowest_ms,
         restore_ms,
         objectives,
         met,

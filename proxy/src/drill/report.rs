@@ -31,6 +31,15 @@ pub(crate) fn markdown(r: &DrillReport, svg_path: Option<&str>) -> String {
     let _ = writeln!(out, "| failed | {} |", r.failed);
     let _ = writeln!(
         out,
+        "| detection (fault → site left up) | {} |",
+        r.detection_ms
+            .map_or("not during the fault".into(), |v| format!("{v} ms"))
+    );
+    let _ = writeln!(out, "| hedged away from the site | {} |", r.hedged);
+    let _ = writeln!(out, "| rescued from the site | {} |", r.rescued);
+    let _ = writeln!(out, "| slowest request | {} ms |", r.slowest_ms);
+    let _ = writeln!(
+        out,
         "| shift (fault → traffic moved) | {} |",
         r.shift_ms.map_or("never".into(), |v| format!("{v} ms"))
     );

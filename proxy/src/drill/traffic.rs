@@ -29,6 +29,8 @@ pub(super) struct Sample {
     pub site: Option<String>,
     /// What went wrong.
     pub error: Option<String>,
+    /// How long its answer (or failure) took.
+    pub took: Duration,
 }
 
 const BODIES: [&str; 3] = [
@@ -115,6 +117,7 @@ impl Load {
                 n += 1;
                 let sink = sink.clone();
                 inflight.spawn(async move {
+                    let asked = Instant::now();
                     let result = tokio::time::timeout(REQUEST_TIMEOUT, one(proxy, body))
                         .await
                         .unwrap_or_else(|_| Err("timeout".into()));
@@ -123,11 +126,13 @@ impl Load {
                             sent,
                             site: Some(site),
                             error: None,
+                            took: asked.elapsed(),
                         },
                         Err(e) => Sample {
                             sent,
                             site: None,
                             error: Some(e),
+                            took: asked.elapsed(),
                         },
                     };
                     sink.lock().unwrap_or_else(|p| p.into_inner()).push(sample);

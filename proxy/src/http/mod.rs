@@ -302,6 +302,7 @@ impl HttpProxy {
         short: bool,
     ) -> HttpPeer {
         let proxy = &snapshot.config.proxy;
+        let addr = crate::upstream::connect_addr(snapshot, site, addr);
         let site_tls = self.tls.as_ref().and_then(|tls| {
             let site = snapshot.config.sites.get(site)?;
             tls.http_peer(site, addr)
