@@ -474,6 +474,12 @@ pub enum DrillMode {
     /// Every connection of sitesteer to the site (probes and traffic) hangs, as on a real
     /// hang: sitesteer must detect it by timeouts. The default.
     Hang,
+    /// New connections of sitesteer to the site time out, as when its packets are dropped.
+    Drop,
+    /// The site's answers reach sitesteer 200 ms late.
+    Slow,
+    /// Every request of sitesteer to the site gets HTTP 500 and a JSON-RPC error.
+    Errors,
     /// The site goes into maintenance.
     Maintenance,
     /// sitesteer's probes of the site fail.
@@ -487,6 +493,9 @@ impl DrillMode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hang => "hang",
+            Self::Drop => "drop",
+            Self::Slow => "slow",
+            Self::Errors => "errors",
             Self::Maintenance => "maintenance",
             Self::KillProbe => "kill-probe",
             Self::Blackhole => "blackhole",
@@ -497,6 +506,9 @@ impl DrillMode {
     pub fn parse(text: &str) -> Option<Self> {
         [
             Self::Hang,
+            Self::Drop,
+            Self::Slow,
+            Self::Errors,
             Self::Maintenance,
             Self::KillProbe,
             Self::Blackhole,

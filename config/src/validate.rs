@@ -1146,7 +1146,7 @@ fn drills(raw: &[RawDrill], sites: &[Site], p: &mut Problems) -> Vec<Drill> {
             Some(m) => DrillMode::parse(m).unwrap_or_else(|| {
                 p.add(
                     format!("{path}.mode"),
-                    format!("expected hang, maintenance, kill-probe or blackhole, got {m:?}"),
+                    format!("expected hang, drop, slow, errors, maintenance, kill-probe or blackhole, got {m:?}"),
                 );
                 DrillMode::Hang
             }),

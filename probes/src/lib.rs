@@ -7,22 +7,22 @@
 #![forbid(unsafe_code)]
 #![warn(unreachable_pub, missing_docs)]
 
+mod in_path;
 mod observation;
 mod overrides;
 mod owner;
 mod passive;
 pub mod probe;
-mod sink;
 mod snapshot;
 mod state;
 mod table;
 mod window;
 
+pub use in_path::{hang_sink, in_path, SLOW_DELAY};
 pub use observation::{Failure, Observation, SiteId, Source};
 pub use overrides::{Fault, Overrides, SiteOverride};
 pub use owner::{start, HealthHandle, Hooks, Observer, OnPublish, OwnerGone};
 pub use passive::PassiveReporter;
-pub use sink::hang_sink;
 pub use snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};
 pub use state::Health;
 pub use table::{score, HealthTable, StateChange};

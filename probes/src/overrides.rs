@@ -6,15 +6,22 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 /// A fault injected by a drill, through sitesteer only (the site itself is not touched).
-/// `Hang` acts in the path to the site, where a real hang would, and must be detected like
-/// one; `KillProbe` and `Blackhole` tell the health table and the data plane directly.
+/// `Hang`, `Drop`, `Slow` and `Errors` act in the path to the site, where a real failure
+/// would, and must be detected like one ([`crate::in_path`]); `KillProbe` and `Blackhole`
+/// tell the health table and the data plane directly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Fault {
     /// Every connection sitesteer makes to the site (probes and traffic) goes to a listener
-    /// that accepts and never answers ([`crate::hang_sink`]), as a hung site does: detected
-    /// by probe timeouts, hedged and rescued like a real hang.
+    /// that accepts and never answers, as a hung site does: detected by probe timeouts,
+    /// hedged and rescued like a real hang.
     Hang,
+    /// New connections to the site time out, as when its packets are dropped.
+    Drop,
+    /// The site's answers come [`crate::SLOW_DELAY`] late.
+    Slow,
+    /// Every request to the site is answered HTTP 500 with a JSON-RPC error.
+    Errors,
     /// Every probe of the site reports failure; the state machine takes it down as it would
     /// a real outage (detection by probes).
     KillProbe,

@@ -185,8 +185,8 @@ impl HealthTable {
             .get(obs.site)
             .and_then(|s| self.overrides.get(&s.name))
             .and_then(|o| o.fault);
-        // A hang acts in the path to the site: its probes fail by themselves.
-        let told = faulted.filter(|f| *f != Fault::Hang);
+        // A fault in the path to the site makes its probes fail by themselves.
+        let told = faulted.filter(|f| matches!(f, Fault::KillProbe | Fault::Blackhole));
         if let (Some(fault), Source::Probe(_)) = (told, obs.source) {
             let mut failed = obs.clone();
             failed.outcome = Err(Failure::Connect);

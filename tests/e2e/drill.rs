@@ -157,25 +157,44 @@ async fn a_drill_with_an_impossible_objective_exits_3() {
     assert_eq!(shift["target"], "0ms");
 }
 
-/// A `hang` drill (the default mode) and what its report must show: the fault was detected
-/// by sitesteer itself, nothing failed, and the slowest request stayed far from any timeout.
+/// A `hang` drill, the default mode.
 async fn hang_drill(objectives: &str) -> (i32, Value, String) {
+    in_path_drill(objectives, None).await
+}
+
+/// A drill whose fault acts in the path to the site (`mode`, or the default `hang`), and
+/// what its report must show for every such fault: sitesteer detected it itself, nothing
+/// failed, and the slowest request stayed far from any timeout.
+async fn in_path_drill(objectives: &str, mode: Option<&str>) -> (i32, Value, String) {
     let ports = [free_port(), free_port()];
     let _a = DemoSite::start("a", ports[0]).await;
     let _b = DemoSite::start("b", ports[1]).await;
     let proxy = Sitesteer::start(&config(objectives, ports)).await;
-    let (code, out, err) = drill(&proxy, &["--duration", "3", "--no-record"]).await;
+    let mut args = vec!["--duration", "3", "--no-record"];
+    if let Some(mode) = mode {
+        args.extend(["--mode", mode]);
+    }
+    let (code, out, err) = drill(&proxy, &args).await;
     let report: Value =
         serde_json::from_str(&out).unwrap_or_else(|_| panic!("JSON report: {err}\n{out}"));
-    assert_eq!(report["mode"], "hang", "hang is the default mode");
+    assert_eq!(
+        report["mode"],
+        mode.unwrap_or("hang"),
+        "hang is the default mode"
+    );
     eprintln!(
-        "hang drill: detected in {} ms, shift {} ms, {} hedged, {} rescued, {} failed, slowest {} ms",
-        report["detection_ms"], report["shift_ms"], report["hedged"], report["rescued"],
-        report["failed"], report["slowest_ms"]
+        "{} drill: detected in {} ms, shift {} ms, {} hedged, {} rescued, {} failed, slowest {} ms",
+        report["mode"],
+        report["detection_ms"],
+        report["shift_ms"],
+        report["hedged"],
+        report["rescued"],
+        report["failed"],
+        report["slowest_ms"]
     );
     let detection = report["detection_ms"]
         .as_u64()
-        .unwrap_or_else(|| panic!("the hang was detected: {report}"));
+        .unwrap_or_else(|| panic!("the fault was detected: {report}"));
     assert!(
         (1..1000).contains(&detection),
         "detected by probe timeouts, not at once and not never: {detection} ms"
@@ -184,19 +203,27 @@ async fn hang_drill(objectives: &str) -> (i32, Value, String) {
     assert_eq!(report["failed"], 0, "{report}");
     assert!(
         report["slowest_ms"].as_u64() < Some(1000),
-        "hedged and rescued, no request waits for the hung site: {report}"
-    );
-    assert!(
-        report["hedged"].as_u64().unwrap_or(0) + report["rescued"].as_u64().unwrap_or(0) > 0,
-        "requests in flight on the hung site were hedged or rescued: {report}"
+        "hedged and rescued, no request waits for the faulty site: {report}"
     );
     (code, report, err)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_slow_and_errors_drills_are_detected_in_the_path_and_cost_nothing() {
+    for mode in ["drop", "slow", "errors"] {
+        let (code, report, err) = in_path_drill("", Some(mode)).await;
+        assert_eq!(code, 0, "{mode}: {err}\n{report}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hang_drill_that_cannot_meet_its_shift_time_exits_3() {
     let (code, report, err) = hang_drill("[site.objectives]\nshift_time = \"1ms\"\n").await;
     assert_eq!(code, 3, "{err}\n{report}");
+    assert!(
+        report["hedged"].as_u64().unwrap_or(0) + report["rescued"].as_u64().unwrap_or(0) > 0,
+        "requests in flight on the hung site were hedged or rescued: {report}"
+    );
     assert_eq!(report["met"], false);
 }
 

@@ -18,7 +18,6 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::observation::{Failure, Observation, SiteId};
-use crate::overrides::Fault;
 use crate::snapshot::Snapshot;
 use crate::table::probe_applies;
 
@@ -92,19 +91,18 @@ pub fn spawn_all(
         .collect()
 }
 
-/// `target` as a hung site would be reached: every connection goes to the hang sink. `None`
-/// when the site has no `hang` fault in `snapshot` (of generation `current`), or the sink
-/// cannot listen.
-fn hung(target: &ProbeTarget, snapshot: &Snapshot, current: u64) -> Option<ProbeTarget> {
-    let faulted = snapshot.generation == current
-        && snapshot
-            .sites
-            .get(target.site)
-            .is_some_and(|s| s.fault == Some(Fault::Hang));
-    let sink = faulted.then(crate::hang_sink).flatten()?;
+/// `target` as reached through a drill fault that acts in the path ([`crate::in_path`]):
+/// every connection goes to the fault's stand-in. `None` when the site has no such fault in
+/// `snapshot` (of generation `current`), or the stand-in cannot start.
+fn through_fault(target: &ProbeTarget, snapshot: &Snapshot, current: u64) -> Option<ProbeTarget> {
+    if snapshot.generation != current {
+        return None;
+    }
+    let fault = snapshot.sites.get(target.site)?.fault?;
+    let stand_in = crate::in_path(fault, target.addr)?;
     Some(ProbeTarget {
-        addr: sink,
-        dial: client::Dial::plain(sink),
+        addr: stand_in,
+        dial: client::Dial::plain(stand_in),
         ..target.clone()
     })
 }
@@ -137,8 +135,8 @@ async fn run(
             }
         }
         let started = Instant::now();
-        let hung = hung(&target, &snapshot.load(), current);
-        let probed = hung.as_ref().unwrap_or(&target);
+        let faulted = through_fault(&target, &snapshot.load(), current);
+        let probed = faulted.as_ref().unwrap_or(&target);
         let outcome =
             match tokio::time::timeout(target.spec.timeout, check(probed, &mut learned)).await {
                 Ok(Ok(())) => Ok(started.elapsed()),

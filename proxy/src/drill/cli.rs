@@ -30,8 +30,10 @@ pub(crate) struct DrillArgs {
     /// Synthetic MCP requests per second through the proxy.
     #[arg(long, default_value_t = 50)]
     pub rate: u32,
-    /// How the site is taken out: hang (every connection of sitesteer to the site hangs, to
-    /// be detected like a real hang), maintenance, kill-probe or blackhole.
+    /// The fault: hang (every connection of sitesteer to the site hangs), drop (connects time
+    /// out), slow (answers 200 ms late) or errors (HTTP 500), which act in the path and must
+    /// be detected like real failures; or maintenance, kill-probe or blackhole, which tell
+    /// sitesteer directly.
     #[arg(long, default_value = "hang", value_parser = parse_mode)]
     pub mode: DrillMode,
     /// Print the report as JSON.
@@ -46,8 +48,11 @@ pub(crate) struct DrillArgs {
 }
 
 fn parse_mode(text: &str) -> Result<DrillMode, String> {
-    DrillMode::parse(text)
-        .ok_or_else(|| format!("expected hang, maintenance, kill-probe or blackhole, got {text:?}"))
+    DrillMode::parse(text).ok_or_else(|| {
+        format!(
+            "expected hang, drop, slow, errors, maintenance, kill-probe or blackhole, got {text:?}"
+        )
+    })
 }
 
 /// Runs `sitesteer drill`.

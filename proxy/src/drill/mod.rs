@@ -124,7 +124,12 @@ async fn fault(api: &AdminClient, plan: &DrillPlan, on: bool) -> Result<(), CtlE
             )
             .await?
         }
-        DrillMode::Hang | DrillMode::KillProbe | DrillMode::Blackhole => {
+        DrillMode::Hang
+        | DrillMode::Drop
+        | DrillMode::Slow
+        | DrillMode::Errors
+        | DrillMode::KillProbe
+        | DrillMode::Blackhole => {
             let fault = on.then_some(plan.mode.as_str());
             api.call(
                 Method::POST,
