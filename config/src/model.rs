@@ -303,7 +303,9 @@ pub struct Health {
 pub struct ProxySettings {
     /// Worker threads for the proxy. Default 2.
     pub threads: usize,
-    /// Upstream connect timeout. Default 1s.
+    /// Upstream connect timeout: the most a connect may take. A site whose connects were
+    /// measured gets a few times what they take (`hedge_factor`, at least `hedge_floor`).
+    /// Default 1s.
     pub connect_timeout: Duration,
     /// Upstream read timeout (time to first byte and between bytes). Default 30s.
     pub read_timeout: Duration,

@@ -84,14 +84,16 @@ impl TcpProxy {
         loop {
             let choice = attempts.next(&self.steering, None).ok()?;
             let snap = attempts.snapshot();
-            let timeout = snap.config.proxy.connect_timeout;
+            let name = snap.sites.get(choice.site)?.name.clone();
+            let timeout = self.steering.connect_timeout(&name, &snap.config.proxy);
             let addr = crate::upstream::connect_addr(snap, choice.site, choice.addr);
+            let connecting = std::time::Instant::now();
             let opened = tokio::time::timeout(timeout, self.open(snap, choice.site, addr)).await;
             let failure = match opened {
                 Ok(Ok(stream)) => {
+                    self.steering.connected(&name, connecting.elapsed());
                     // Counted, not sent: no message per connection (see `PassiveCounts`).
                     attempts.succeeded(&self.steering);
-                    let name = snap.sites.get(choice.site)?.name.clone();
                     return Some((name, stream));
                 }
                 Ok(Err(_)) => Failure::Connect,

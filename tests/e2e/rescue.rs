@@ -221,3 +221,54 @@ async fn a_side_effecting_call_on_a_hung_site_is_never_repeated_and_hears_at_det
         cut.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_to_a_site_that_drops_packets_moves_on_after_the_site_s_usual_connect_time() {
+    let ports = [free_port(), free_port()];
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let _a = DemoSite::start("a", ports[0]).await;
+    let _b = DemoSite::start("b", ports[1]).await;
+    // Slow probes, so that the calls below reach a before the probes notice; a takes nearly
+    // all the traffic.
+    let config = format!(
+        "[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"2s\"\ntimeout = \"1s\"\n\n\
+         [[site]]\nname = \"a\"\nweight = 1000\n[site.endpoints]\nhttp = \"{}\"\n\n\
+         [[site]]\nname = \"b\"\nweight = 1\n[site.endpoints]\nhttp = \"{}\"\n",
+        addr(0),
+        addr(1)
+    );
+    let proxy = Sitesteer::start(&config).await;
+    // Connects to a are measured (a fraction of a millisecond on loopback).
+    for _ in 0..5 {
+        let call = increment(proxy.http).await.expect("warm-up");
+        assert_eq!(call.status, 200, "{}", call.body);
+    }
+    // From now on packets to a are dropped: new connections to it time out.
+    let set = crate::harness::request(
+        proxy.admin,
+        hyper::Method::POST,
+        "/api/v1/sites/a/fault",
+        &[("content-type", "application/json")],
+        Some(r#"{"fault":"drop"}"#.to_string()),
+    )
+    .await
+    .expect("admin API");
+    assert_eq!(set.status, 200, "{}", String::from_utf8_lossy(&set.body));
+    let mut slowest = Duration::ZERO;
+    for _ in 0..5 {
+        // A fresh client connection each time, so that the proxy opens new ones to the site.
+        let call = increment(proxy.http).await.expect("answered");
+        assert_eq!(
+            call.status, 200,
+            "a connect that failed is safe to retry: {}",
+            call.body
+        );
+        slowest = slowest.max(call.took);
+    }
+    eprintln!("with packets to a dropped, the slowest call took {slowest:?}");
+    // connect_timeout is 1 s; the site's own connects say 50 ms (the floor) is plenty.
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a dropped SYN cost {slowest:?}, not a few times the site's usual connect time"
+    );
+}

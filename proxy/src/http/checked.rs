@@ -126,6 +126,15 @@ pub(super) fn check_answer(
     Ok(())
 }
 
+/// Where one attempt goes: the site's peer, `Host` and name.
+struct Target<'a> {
+    peer: HttpPeer,
+    host: Option<&'a str>,
+    site: usize,
+    name: &'a str,
+    read_timeout: Duration,
+}
+
 /// A site's answer, read whole.
 struct Answer {
     site: usize,
@@ -393,31 +402,28 @@ impl HttpProxy {
         body: &Bytes,
         id: Option<&Value>,
     ) -> Attempt {
-        let peer = self.peer_for(&snapshot, choice.site, choice.addr, true);
-        let host = snapshot
-            .config
-            .sites
-            .get(choice.site)
-            .and_then(|s| s.host.as_deref());
-        let read_timeout = snapshot.config.proxy.read_timeout;
-        self.attempt(head, &peer, host, body, id, choice.site, read_timeout)
-            .await
+        let site = snapshot.config.sites.get(choice.site);
+        let target = Target {
+            peer: self.peer_for(&snapshot, choice.site, choice.addr, true),
+            host: site.and_then(|s| s.host.as_deref()),
+            site: choice.site,
+            name: site.map_or("", |s| s.name.as_str()),
+            read_timeout: snapshot.config.proxy.read_timeout,
+        };
+        self.attempt(head, &target, body, id).await
     }
 
     /// One try at one site: the request out, the whole answer in (or its first
     /// [`MAX_ANSWER`] bytes), judged. A pooled connection that turns out dead before any
     /// answer is replaced by a fresh one once, without counting against the site.
-    #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
         head: &RequestHeader,
-        peer: &HttpPeer,
-        host: Option<&str>,
+        target: &Target<'_>,
         body: &Bytes,
         id: Option<&Value>,
-        site: usize,
-        read_timeout: Duration,
     ) -> Attempt {
+        let (peer, host, site) = (&target.peer, target.host, target.site);
         // A pooled connection that turns out dead before any answer gets one more try (a
         // fresh connection, or another pooled one); a failure then counts against the site.
         let mut second = false;
@@ -428,13 +434,19 @@ impl HttpProxy {
                 Some(upstream) => upstream,
                 // Connecting (TLS included) is a large future: boxed, and only when the pool
                 // has nothing.
-                None => match Box::pin(self.connector.get_http_session(peer)).await {
-                    Ok((upstream, _)) => upstream,
-                    Err(e) => return Attempt::Failed(failure_of(&e)),
-                },
+                None => {
+                    let connecting = Instant::now();
+                    match Box::pin(self.connector.get_http_session(peer)).await {
+                        Ok((upstream, _)) => {
+                            self.steering.connected(target.name, connecting.elapsed());
+                            upstream
+                        }
+                        Err(e) => return Attempt::Failed(failure_of(&e)),
+                    }
+                }
             };
-            upstream.read_timeout = Some(read_timeout);
-            upstream.write_timeout = Some(read_timeout);
+            upstream.read_timeout = Some(target.read_timeout);
+            upstream.write_timeout = Some(target.read_timeout);
             match send(&mut upstream, head, host, body).await {
                 Ok(resp) => break (upstream, resp),
                 Err(_) if reused => second = true,

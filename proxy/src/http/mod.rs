@@ -318,7 +318,12 @@ impl HttpProxy {
             }
             None => HttpPeer::new(addr, false, String::new()),
         };
-        peer.options.connection_timeout = Some(proxy.connect_timeout);
+        // The TCP connect follows what the site's connects normally take; TLS on top of it
+        // keeps the whole connect_timeout.
+        let connect = snapshot.sites.get(site).map_or(proxy.connect_timeout, |s| {
+            self.steering.connect_timeout(&s.name, proxy)
+        });
+        peer.options.connection_timeout = Some(connect);
         peer.options.total_connection_timeout = Some(proxy.connect_timeout);
         if short {
             peer.options.read_timeout = Some(proxy.read_timeout);
@@ -490,13 +495,18 @@ impl ProxyHttp for HttpProxy {
     async fn connected_to_upstream(
         &self,
         session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         fd: std::os::unix::io::RawFd,
         _digest: Option<&Digest>,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.reached_site = true;
+        if let (false, Some(started), Some(site)) =
+            (reused, ctx.upstream_started, Self::site_name(ctx))
+        {
+            self.steering.connected(site, started.elapsed());
+        }
         // A POST on this path (a side-effecting tool call, a body too large to check) is
         // registered too, so that when its site is judged down the sweeper cuts it and the
         // client hears at once that its outcome is unknown, instead of after read_timeout.

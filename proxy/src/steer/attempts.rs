@@ -20,6 +20,7 @@ use sitesteer_config::EndpointKind;
 use sitesteer_probes::Fault;
 use sitesteer_probes::{Failure, HealthHandle, Snapshot};
 
+use super::connect_times::ConnectTimes;
 use super::hedge::HedgeBudget;
 use super::{Choice, Mode, Published, PublishedCell, RequestCtx, Tried};
 
@@ -46,6 +47,7 @@ pub(crate) struct Steering {
     health: HealthHandle,
     metrics: SteerMetrics,
     hedges: HedgeBudget,
+    connects: ConnectTimes,
 }
 
 impl Steering {
@@ -60,7 +62,22 @@ impl Steering {
             health,
             metrics,
             hedges: HedgeBudget::default(),
+            connects: ConnectTimes::default(),
         }
+    }
+
+    /// A new connection to `site` took `took` to connect.
+    pub(crate) fn connected(&self, site: &str, took: std::time::Duration) {
+        self.connects.record(site, took);
+    }
+
+    /// How long a new connection to `site` may take to connect (see `connect_times.rs`).
+    pub(crate) fn connect_timeout(
+        &self,
+        site: &str,
+        proxy: &sitesteer_config::ProxySettings,
+    ) -> std::time::Duration {
+        self.connects.timeout(site, proxy)
     }
 
     /// A safe request started: earns its share (`proxy.hedge_budget`) of a hedge.

@@ -7,10 +7,11 @@
 //! - `attempts.rs`: the one selection loop of the HTTP and TCP data planes: tried sites,
 //!   snapshot refresh between attempts, drill faults, the retry budget and the accounting.
 //! - `hedge.rs`: how long a safe request waits for its site before it is hedged to another,
-//!   and the fleet-wide hedge budget.
+//!   and the fleet-wide hedge budget; `connect_times.rs`: how long a connect may take.
 
 mod attempts;
 mod choose;
+mod connect_times;
 mod hedge;
 mod publish;
 
