@@ -81,11 +81,13 @@ pub fn spawn_all(
     generation: watch::Receiver<u64>,
     snapshot: Arc<ArcSwap<Snapshot>>,
 ) -> Vec<JoinHandle<()>> {
+    // Outcomes in a row after a change that settle a probe's state (rise or fall).
+    let settle = config.health.rise.max(config.health.fall);
     targets(config)
         .into_iter()
         .map(|target| {
             let span = tracing::debug_span!("probe", site = %target.site_name, kind = target.spec.kind.as_str());
-            let run = run(target, current, tx.clone(), generation.clone(), snapshot.clone());
+            let run = run(target, current, tx.clone(), generation.clone(), snapshot.clone(), settle);
             tokio::spawn(run.instrument(span))
         })
         .collect()
@@ -122,8 +124,10 @@ async fn run(
     tx: mpsc::Sender<Observation>,
     mut generation: watch::Receiver<u64>,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    settle: u32,
 ) {
     let mut learned: Option<McpProtocol> = None;
+    let mut cadence = Cadence::new(settle);
     // Spread the first round over one interval so that probes do not move in lockstep.
     let mut next = Instant::now() + jitter(target.spec.interval.min(Duration::from_millis(50)));
     loop {
@@ -157,13 +161,52 @@ async fn run(
             Ok(latency) => (Ok(latency), None),
             Err((f, d)) => (Err(f), d),
         };
+        let obs_ok = outcome.is_ok();
         let obs = Observation::probe(target.site, current, target.probe, outcome, detail);
         if tx.send(obs).await.is_err() {
             return;
         }
-        next = started + target.spec.interval + jitter(target.spec.jitter);
+        let interval = cadence.after(obs_ok, target.spec.interval);
+        next = started + interval + jitter(target.spec.jitter);
         if next < Instant::now() {
             next = Instant::now();
+        }
+    }
+}
+
+/// How often a probe runs: every `interval`, and four times as often while its outcome is
+/// changing (HAProxy's `fastinter`), from the first outcome unlike the one before until
+/// `settle` (the larger of `rise` and `fall`) alike in a row, so that a site that fails or
+/// comes back is judged in a fraction of the time at no cost while it is steady.
+#[derive(Debug)]
+struct Cadence {
+    settle: u32,
+    last: Option<bool>,
+    alike: u32,
+}
+
+impl Cadence {
+    fn new(settle: u32) -> Self {
+        Self {
+            settle: settle.max(1),
+            last: None,
+            alike: u32::MAX,
+        }
+    }
+
+    /// The wait before the next run, after one whose outcome was `ok`.
+    fn after(&mut self, ok: bool, interval: Duration) -> Duration {
+        match self.last {
+            Some(last) if last != ok => self.alike = 1,
+            Some(_) => self.alike = self.alike.saturating_add(1),
+            // The first outcome is a steady state, not a change.
+            None => self.alike = u32::MAX,
+        }
+        self.last = Some(ok);
+        if self.alike < self.settle {
+            (interval / 4).max(Duration::from_millis(5))
+        } else {
+            interval
         }
     }
 }
@@ -221,4 +264,33 @@ async fn http(target: &ProbeTarget) -> Result<(), ProbeFailure> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cadence;
+    use std::time::Duration;
+
+    #[test]
+    fn probes_run_four_times_as_often_while_the_outcome_changes() {
+        let every = Duration::from_millis(100);
+        let fast = Duration::from_millis(25);
+        let mut c = Cadence::new(2);
+        assert_eq!(c.after(true, every), every, "steady from the start");
+        assert_eq!(c.after(true, every), every);
+        assert_eq!(c.after(false, every), fast, "a change: look again soon");
+        assert_eq!(c.after(false, every), every, "fall (2) alike: settled");
+        assert_eq!(c.after(false, every), every);
+        assert_eq!(c.after(true, every), fast, "coming back");
+        assert_eq!(c.after(true, every), every);
+        let mut slow = Cadence::new(3);
+        slow.after(true, every);
+        assert_eq!(slow.after(false, every), fast);
+        assert_eq!(
+            slow.after(false, every),
+            fast,
+            "rise/fall 3: not settled after 2"
+        );
+        assert_eq!(slow.after(false, every), every);
+    }
 }
