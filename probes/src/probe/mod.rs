@@ -166,8 +166,13 @@ async fn run(
         if tx.send(obs).await.is_err() {
             return;
         }
-        let interval = cadence.after(obs_ok, target.spec.interval);
-        next = started + interval + jitter(target.spec.jitter);
+        next = match cadence.after(obs_ok, target.spec.interval) {
+            // Settled: every interval from the start of the last run.
+            Pace::Steady => started + target.spec.interval,
+            // Changing: a quarter interval after this run ended, so that `rise` passes
+            // stay that far apart even when a hung site answers a run late.
+            Pace::Fast(after) => Instant::now() + after,
+        } + jitter(target.spec.jitter);
         if next < Instant::now() {
             next = Instant::now();
         }
@@ -194,8 +199,8 @@ impl Cadence {
         }
     }
 
-    /// The wait before the next run, after one whose outcome was `ok`.
-    fn after(&mut self, ok: bool, interval: Duration) -> Duration {
+    /// How soon the next run comes, after one whose outcome was `ok`.
+    fn after(&mut self, ok: bool, interval: Duration) -> Pace {
         match self.last {
             Some(last) if last != ok => self.alike = 1,
             Some(_) => self.alike = self.alike.saturating_add(1),
@@ -204,11 +209,18 @@ impl Cadence {
         }
         self.last = Some(ok);
         if self.alike < self.settle {
-            (interval / 4).max(Duration::from_millis(5))
+            Pace::Fast((interval / 4).max(Duration::from_millis(5)))
         } else {
-            interval
+            Pace::Steady
         }
     }
+}
+
+/// The next run: one interval after the start of the last, or this long after its end.
+#[derive(Debug, PartialEq, Eq)]
+enum Pace {
+    Steady,
+    Fast(Duration),
 }
 
 /// Runs the probe once (without its timeout).
@@ -268,21 +280,25 @@ async fn http(target: &ProbeTarget) -> Result<(), ProbeFailure> {
 
 #[cfg(test)]
 mod tests {
-    use super::Cadence;
+    use super::{Cadence, Pace};
     use std::time::Duration;
 
     #[test]
     fn probes_run_four_times_as_often_while_the_outcome_changes() {
         let every = Duration::from_millis(100);
-        let fast = Duration::from_millis(25);
+        let fast = Pace::Fast(Duration::from_millis(25));
         let mut c = Cadence::new(2);
-        assert_eq!(c.after(true, every), every, "steady from the start");
-        assert_eq!(c.after(true, every), every);
+        assert_eq!(c.after(true, every), Pace::Steady, "steady from the start");
+        assert_eq!(c.after(true, every), Pace::Steady);
         assert_eq!(c.after(false, every), fast, "a change: look again soon");
-        assert_eq!(c.after(false, every), every, "fall (2) alike: settled");
-        assert_eq!(c.after(false, every), every);
+        assert_eq!(
+            c.after(false, every),
+            Pace::Steady,
+            "fall (2) alike: settled"
+        );
+        assert_eq!(c.after(false, every), Pace::Steady);
         assert_eq!(c.after(true, every), fast, "coming back");
-        assert_eq!(c.after(true, every), every);
+        assert_eq!(c.after(true, every), Pace::Steady);
         let mut slow = Cadence::new(3);
         slow.after(true, every);
         assert_eq!(slow.after(false, every), fast);
@@ -291,6 +307,6 @@ mod tests {
             fast,
             "rise/fall 3: not settled after 2"
         );
-        assert_eq!(slow.after(false, every), every);
+        assert_eq!(slow.after(false, every), Pace::Steady);
     }
 }
