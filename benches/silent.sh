@@ -186,8 +186,13 @@ scenario() { # fault proxy round
     "$BIN" demo-site --name b --http "127.0.0.1:$p2" >"$dir/site-b.log" 2>&1 &
     local site_b=$!
     PIDS+=("$site_b")
-    wait_http "http://127.0.0.1:$p1/health" 5
-    wait_http "http://127.0.0.1:$p2/health" 5
+    if ! wait_http "http://127.0.0.1:$p1/health" 5 || ! wait_http "http://127.0.0.1:$p2/health" 5; then
+        # A port taken between the check and the bind: try again on new ports.
+        tail -n 5 "$dir"/site-*.log >&2 || true
+        stop_child "$site_a"
+        stop_child "$site_b"
+        return 1
+    fi
 
     local proxy_pid
     case $proxy in
@@ -250,7 +255,13 @@ for ((round = 1; round <= ROUNDS; round++)); do
             order=()
             for ((i = ${#proxy_list[@]} - 1; i >= 0; i--)); do order+=("${proxy_list[$i]}"); done
         fi
-        for proxy in "${order[@]}"; do scenario "$fault" "$proxy" "$round"; done
+        for proxy in "${order[@]}"; do
+            tries=0
+            until scenario "$fault" "$proxy" "$round"; do
+                tries=$((tries + 1))
+                ((tries < 3)) || { log "the sites of $fault $proxy round $round did not start"; exit 1; }
+            done
+        done
     done
 done
 
