@@ -332,12 +332,6 @@ impl HttpProxy {
         peer
     }
 
-    /// Whether an upstream answer of `status` is dropped and the request retried on another
-    /// site: a 500, 502, 503 or 504 (the statuses of HAProxy's `retry-on
-    /// all-retryable-errors`) to a request that is safe to repeat (a WebSocket upgrade or an
-    /// SSE stream included: this is their first answer), not bound to a session, with a try
-    /// left and another site to take it. Otherwise the site's own answer passes through, so
-    /// that with every site failing the client still gets a real answer.
     /// The JSON-RPC error answered for a request that reached its site, which then failed
     /// (`e` from the upstream side, `code` 502) before it answered: the request's own `id`,
     /// the site's name and that the outcome is unknown. `None` for anything else (a connect
@@ -372,6 +366,12 @@ impl HttpProxy {
         serde_json::to_vec(&body).ok()
     }
 
+    /// Whether an upstream answer of `status` is dropped and the request retried on another
+    /// site: a 500, 502, 503 or 504 (the statuses of HAProxy's `retry-on
+    /// all-retryable-errors`) to a request that is safe to repeat (a WebSocket upgrade or an
+    /// SSE stream included: this is their first answer), not bound to a session, with a try
+    /// left and another site to take it. Otherwise the site's own answer passes through, so
+    /// that with every site failing the client still gets a real answer.
     fn retry_on_status(&self, session: &Session, ctx: &mut RequestState, status: u16) -> bool {
         if !matches!(status, 500 | 502 | 503 | 504) || ctx.affinity.is_some() {
             return false;
