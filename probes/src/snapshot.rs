@@ -90,6 +90,9 @@ pub struct SiteView {
     pub changed_at: SystemTime,
     /// Why the site is in this state.
     pub reason: String,
+    /// Real traffic made the site suspect (a connect failure, timeout or reset) a moment
+    /// ago; it is `degraded` until probes or `health.suspect_hold` clear it.
+    pub suspect: bool,
     /// The site's endpoints.
     #[serde(skip)]
     pub endpoints: Endpoints,

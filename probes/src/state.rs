@@ -155,6 +155,12 @@ impl SiteHealth {
         }
     }
 
+    /// Whether real traffic made the site suspect (a connect failure, timeout or reset) and
+    /// neither `suspect_hold` nor `rise` passing probes have cleared it yet.
+    pub(crate) fn is_suspect(&self) -> bool {
+        self.suspect_since.is_some()
+    }
+
     /// Whether every probe that applies passes (after hysteresis): a down site whose probes
     /// all pass again has recovered.
     pub(crate) fn probes_pass(&self) -> bool {

@@ -428,6 +428,7 @@ impl HealthTable {
                     latency_p99_ms: e.p99_ms.unwrap_or_else(|| e.latency.p99_ms()),
                     changed_at: e.published_at,
                     reason: self.reason_of(i),
+                    suspect: e.health.is_suspect(),
                     endpoints: site.endpoints.clone(),
                 }
             })

@@ -13,8 +13,8 @@
 //! Silence is a failure too: an attempt still without an answer after its site's usual time
 //! ([`steer::hedge_after`]: probe p99 × `proxy.hedge_factor`, at least `proxy.hedge_floor`)
 //! is hedged to another site within the fleet's hedge budget, the first right answer wins,
-//! and an attempt whose site is judged down or put in maintenance meanwhile is rescued: sent
-//! elsewhere at once. A hung site so costs a safe request tens of milliseconds, not
+//! and an attempt whose site is judged down, put in maintenance or turns suspect (while
+//! another site is up) meanwhile is rescued: sent elsewhere at once. A hung site so costs a safe request tens of milliseconds, not
 //! `read_timeout`.
 //!
 //! Limits: an answer over [`MAX_ANSWER`] is passed on as it comes once that much is held,
@@ -240,7 +240,7 @@ impl HttpProxy {
 
     /// One round of attempts, starting at `choice`. While it waits, the attempt is hedged to a
     /// second site once it is slower than its site normally is ([`steer::hedge_after`], within
-    /// the hedge budget), and abandoned when its site is judged down or put in maintenance
+    /// the hedge budget), and abandoned when its site is judged down, put in maintenance or suspect
     /// (a rescue: the next round sends the request elsewhere at once instead of waiting for
     /// `read_timeout`). Returns the first right answer (`Good` or `Long`; a late one is
     /// dropped with its connection), or `None` when every attempt of the round failed, each
@@ -327,8 +327,9 @@ impl HttpProxy {
         }
     }
 
-    /// Abandons the attempts in flight whose site the newest Snapshot has down or in
-    /// maintenance: each is reported as a timeout and counted as a rescue.
+    /// Abandons the attempts in flight whose site the newest Snapshot has down, in
+    /// maintenance or suspect, when another site can take the request: each is reported as a
+    /// timeout and counted as a rescue.
     fn rescue(
         &self,
         ctx: &mut RequestState,
@@ -342,13 +343,27 @@ impl HttpProxy {
             // A reload renumbered the sites; the deadlines still bound the attempts.
             return;
         }
-        let out = |site: usize| {
+        // A suspect site is left only for one that is up: when every site is suspect, an
+        // answer from the one the request is on is still the best hope.
+        let up_elsewhere = |site: usize| {
             newest
                 .snapshot
                 .sites
-                .get(site)
-                .is_some_and(|s| matches!(s.state, SiteState::Down | SiteState::Maintenance))
+                .iter()
+                .any(|s| s.id != site && s.state == SiteState::Up)
         };
+        let out = |site: usize| {
+            newest.snapshot.sites.get(site).is_some_and(|s| {
+                matches!(s.state, SiteState::Down | SiteState::Maintenance)
+                    || (s.suspect && up_elsewhere(site))
+            })
+        };
+        let lost = (*primary_live && out(first)) || hedge.as_ref().is_some_and(|h| out(h.0));
+        if !lost || !ctx.attempts.may_retry(&self.steering) {
+            // Nothing to rescue, or nowhere to send it: keep waiting (the deadlines still
+            // bound the attempt).
+            return;
+        }
         if *primary_live && out(first) {
             *primary_live = false;
             self.steering.count_rescue(snapshot, first);

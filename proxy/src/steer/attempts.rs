@@ -36,7 +36,8 @@ pub(crate) struct SteerMetrics {
     pub(crate) unroutable: IntCounter,
     /// `sitesteer_hedges_total`, by the site that was too slow.
     pub(crate) hedges: IntCounterVec,
-    /// `sitesteer_rescues_total`, by the site judged down while the request was on it.
+    /// `sitesteer_rescues_total`, by the site judged down, in maintenance or suspect while the
+    /// request was on it.
     pub(crate) rescues: IntCounterVec,
 }
 
