@@ -195,30 +195,54 @@ impl HeadScan {
     }
 }
 
-/// Counts one listener's open connections.
+/// Counts one listener's open connections, and keeps its gauge current.
 #[derive(Default)]
-pub struct ConnCount(AtomicUsize);
+pub struct ConnCount {
+    open: AtomicUsize,
+    gauge: Option<prometheus::IntGauge>,
+}
 
 /// One open connection; dropping it frees its place.
 pub struct ConnSlot(Arc<ConnCount>);
 
 impl ConnCount {
+    /// A count that `gauge` (`sitesteer_listener_connections{listener}`) follows, on every
+    /// connection that opens and every one that closes.
+    pub fn with_gauge(gauge: prometheus::IntGauge) -> Self {
+        Self {
+            open: AtomicUsize::new(0),
+            gauge: Some(gauge),
+        }
+    }
+
     /// Takes a place; `None` when `max` are already taken.
     pub fn acquire(self: &Arc<Self>, max: usize) -> Option<ConnSlot> {
-        let before = self.0.fetch_add(1, Ordering::AcqRel);
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
         let slot = ConnSlot(self.clone());
-        (before < max).then_some(slot)
+        if before < max {
+            self.show(before + 1);
+            Some(slot)
+        } else {
+            None
+        }
     }
 
     /// Open connections now.
     pub fn open(&self) -> usize {
-        self.0.load(Ordering::Acquire)
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn show(&self, open: usize) {
+        if let Some(g) = &self.gauge {
+            g.set(open as i64);
+        }
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0 .0.fetch_sub(1, Ordering::AcqRel);
+        let before = self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.show(before.saturating_sub(1));
     }
 }
 
@@ -342,8 +366,10 @@ impl<A> HttpGate<A> {
         Self {
             inner: Arc::new(inner),
             health,
+            open: Arc::new(ConnCount::with_gauge(
+                metrics.listener_connections.with_label_values(&["http"]),
+            )),
             metrics,
-            open: Arc::new(ConnCount::default()),
         }
     }
 
@@ -380,10 +406,6 @@ where
             answer_and_close(&mut stream, &Refusal::Connections.response(), LINGER_EXCESS).await;
             return None;
         };
-        self.metrics
-            .listener_connections
-            .with_label_values(&["http"])
-            .set(self.open.open() as i64);
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let custom = matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_)));
         if h2 || custom {
@@ -472,8 +494,10 @@ impl<A> TcpGate<A> {
         Self {
             inner: Arc::new(inner),
             health,
+            open: Arc::new(ConnCount::with_gauge(
+                metrics.listener_connections.with_label_values(&["tcp"]),
+            )),
             metrics,
-            open: Arc::new(ConnCount::default()),
         }
     }
 }
@@ -504,10 +528,6 @@ where
             answer_and_close(&mut stream, TCP_REFUSAL, LINGER_EXCESS).await;
             return None;
         };
-        self.metrics
-            .listener_connections
-            .with_label_values(&["tcp"])
-            .set(self.open.open() as i64);
         self.inner.process_new(stream, shutdown).await
     }
 
