@@ -117,7 +117,10 @@ pub(super) fn check_answer(
     if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
         return Err("not a JSON-RPC 2.0 answer");
     }
-    if message.get("id") != Some(id) {
+    if !message
+        .get("id")
+        .is_some_and(|answered| same_id(answered, id))
+    {
         return Err("the answer to another request id");
     }
     if message.get("result").is_some() == message.get("error").is_some() {
@@ -133,6 +136,23 @@ struct Target<'a> {
     site: usize,
     name: &'a str,
     read_timeout: Duration,
+}
+
+/// Whether `a` and `b` are the same JSON-RPC id as JSON-RPC means it: the same string, or
+/// the same number however it is written (`1`, `1.0` and `1e0` are one id; a site that
+/// normalises numbers answers `1` to `1.0`). Integers compare exactly, beyond what a float
+/// holds; other numbers by value.
+fn same_id(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            match (x.as_i64(), y.as_i64(), x.as_u64(), y.as_u64()) {
+                (Some(x), Some(y), _, _) => x == y,
+                (_, _, Some(x), Some(y)) => x == y,
+                _ => x.as_f64().zip(y.as_f64()).is_some_and(|(x, y)| x == y),
+            }
+        }
+        _ => a == b,
+    }
 }
 
 /// A site's answer, read whole.
@@ -675,6 +695,39 @@ mod tests {
             None
         );
         assert_eq!(request_id(b"not json"), None);
+    }
+
+    #[test]
+    fn ids_compare_as_json_rpc_means_them() {
+        let yes = [
+            (json!(1), json!(1)),
+            (json!(1.0), json!(1)),
+            (json!(1), json!(1.0)),
+            (json!(1e0), json!(1)),
+            (json!(-3), json!(-3.0)),
+            (json!("a"), json!("a")),
+            (json!(u64::MAX), json!(u64::MAX)),
+        ];
+        for (a, b) in yes {
+            assert!(same_id(&a, &b), "{a} and {b} are one id");
+        }
+        let no = [
+            (json!(1), json!(2)),
+            (json!(1), json!("1")),
+            (json!("a"), json!("A")),
+            (json!(1.5), json!(1)),
+            (json!(u64::MAX), json!(u64::MAX - 1)),
+            (json!(null), json!(0)),
+        ];
+        for (a, b) in no {
+            assert!(!same_id(&a, &b), "{a} and {b} are different ids");
+        }
+        // The answer of a site that normalises numbers is the right answer.
+        let normalised = br#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
+        assert_eq!(
+            check_answer(&json!(1.0), "application/json", normalised),
+            Ok(())
+        );
     }
 
     #[test]
