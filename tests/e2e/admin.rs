@@ -560,3 +560,103 @@ fn a_public_admin_listener_without_a_token_is_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("admin.token_file"));
 }
+
+/// What a page the operator merely visits can send: a form POST (`text/plain`, no preflight)
+/// or a `fetch` in `no-cors` mode, both with the page's own `Origin`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cross_site_writes_are_refused_and_the_admin_api_cannot_be_framed() {
+    let port = free_port();
+    let _a = DemoSite::start("a", port).await;
+    let _b = DemoSite::start("b", free_port()).await;
+    let proxy = Sitesteer::start(&sites(&[(
+        "a",
+        0,
+        SocketAddr::from(([127, 0, 0, 1], port)),
+    )]))
+    .await;
+    let own = format!("http://{}", proxy.admin);
+    let maintenance = "/api/v1/sites/a/maintenance";
+    let body = || Some(r#"{"on":true}"#.to_string());
+    let cross_site: [&[(&str, &str)]; 4] = [
+        // A form: foreign Origin, text/plain.
+        &[
+            ("origin", "http://evil.example"),
+            ("content-type", "text/plain"),
+        ],
+        // fetch(..., {mode: "no-cors"}) with JSON in a text/plain body.
+        &[
+            ("origin", "http://evil.example"),
+            ("content-type", "text/plain;charset=UTF-8"),
+        ],
+        // A foreign Origin, even with JSON.
+        &[
+            ("origin", "http://evil.example"),
+            ("content-type", "application/json"),
+        ],
+        // A form from a page the listener itself served is still a form.
+        &[
+            ("origin", own.as_str()),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+    ];
+    for headers in cross_site {
+        let r = request(proxy.admin, Method::POST, maintenance, headers, body())
+            .await
+            .expect("admin API answers");
+        assert_eq!(
+            r.status,
+            403,
+            "{headers:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.json()["error"].as_str().is_some(), "a JSON error");
+    }
+    // A bodiless write from a foreign page (reload) too.
+    let r = request(
+        proxy.admin,
+        Method::POST,
+        "/api/v1/reload",
+        &[("origin", "http://evil.example")],
+        None,
+    )
+    .await
+    .expect("admin API answers");
+    assert_eq!(r.status, 403);
+    // Nothing changed.
+    assert_eq!(proxy.state_of("a").await, "up");
+    // The status page's own write (its Origin, JSON) and a script's (no Origin) still work.
+    let r = request(
+        proxy.admin,
+        Method::POST,
+        maintenance,
+        &[
+            ("origin", own.as_str()),
+            ("content-type", "application/json"),
+        ],
+        body(),
+    )
+    .await
+    .expect("admin API answers");
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(proxy.state_of("a").await, "maintenance");
+    let r = request(
+        proxy.admin,
+        Method::POST,
+        maintenance,
+        &[("content-type", "application/json")],
+        Some(r#"{"on":false}"#.to_string()),
+    )
+    .await
+    .expect("admin API answers");
+    assert_eq!(r.status, 200);
+    // Every answer forbids framing, the status page first.
+    for path in ["/", "/api/v1/sites", "/no-such-endpoint"] {
+        let r = get(proxy.admin, path).await.expect("admin API answers");
+        assert_eq!(r.header("x-frame-options"), "DENY", "{path}");
+        assert_eq!(
+            r.header("content-security-policy"),
+            "frame-ancestors 'none'",
+            "{path}"
+        );
+    }
+}
