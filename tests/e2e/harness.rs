@@ -7,14 +7,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::{Method, Request};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use serde_json::Value;
 use tokio::net::TcpStream;
 
 /// What every suite shares: one answer type, one port picker, scratch folders, bounded waits.
 pub(crate) use sitesteer_test_support::chaos::client::Answer;
+use sitesteer_test_support::chaos::client::KeepAlive;
 pub(crate) use sitesteer_test_support::{free_port, wait_until, Scratch};
 
 /// The `sitesteer` binary under test: the one cargo built for this suite
@@ -184,45 +183,14 @@ pub(crate) async fn request(
     headers: &[(&str, &str)],
     body: Option<String>,
 ) -> Result<Answer, String> {
-    let fut = async {
-        let stream = TcpStream::connect(addr)
-            .await
-            .map_err(|e| format!("connect: {e}"))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-        tokio::spawn(conn);
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", addr.to_string());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| e.to_string())?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| format!("send: {e}"))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("body: {e}"))?
-            .to_bytes();
-        Ok(Answer {
-            status,
-            headers,
-            body,
-        })
-    };
-    tokio::time::timeout(Duration::from_secs(5), fut)
-        .await
-        .map_err(|_| "timeout".to_string())?
+    let mut client = KeepAlive::new(addr);
+    let body = Bytes::from(body.unwrap_or_default());
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.send(method, path, headers, body),
+    )
+    .await
+    .map_err(|_| "timeout".to_string())?
 }
 
 /// `PUT /api/v1/sites/{site}/weight` on the admin listener `admin`.
