@@ -535,20 +535,23 @@ mod tests {
         assert_eq!(t.snapshot(now).sites[0].latency_p99_ms, 30.0);
     }
 
+    /// Probe 0's result for site 0 (`ok` in 2 ms, or a failed connect), `ms_after` `start`.
+    fn probe_of_a(start: Instant, ms_after: u64, ok: bool) -> Observation {
+        let outcome = if ok {
+            Ok(Duration::from_millis(2))
+        } else {
+            Err(Failure::Connect)
+        };
+        let mut obs = Observation::probe(0, 1, 0, outcome, None);
+        obs.at = start + Duration::from_millis(ms_after);
+        obs
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_site_whose_probes_pass_again_is_up_at_once_not_held_out_by_its_down_time() {
         let mut t = table();
         let start = Instant::now();
-        let probe = |ms_after: u64, ok: bool| {
-            let outcome = if ok {
-                Ok(Duration::from_millis(2))
-            } else {
-                Err(Failure::Connect)
-            };
-            let mut obs = Observation::probe(0, 1, 0, outcome, None);
-            obs.at = start + Duration::from_millis(ms_after);
-            obs
-        };
+        let probe = |ms_after: u64, ok: bool| probe_of_a(start, ms_after, ok);
         // Three seconds down: thirty failed probes, 100 ms apart.
         for k in 0..30 {
             t.fold(&probe(100 * k, false));
@@ -587,16 +590,7 @@ mod tests {
         let config = sitesteer_config::parse(text, "test", std::path::Path::new(".")).unwrap();
         let start = Instant::now();
         let mut t = HealthTable::new(Arc::new(config), Overrides::default(), start);
-        let probe = |ms_after: u64, ok: bool| {
-            let outcome = if ok {
-                Ok(Duration::from_millis(2))
-            } else {
-                Err(Failure::Connect)
-            };
-            let mut obs = Observation::probe(0, 1, 0, outcome, None);
-            obs.at = start + Duration::from_millis(ms_after);
-            obs
-        };
+        let probe = |ms_after: u64, ok: bool| probe_of_a(start, ms_after, ok);
         assert_eq!(
             t.snapshot(start).sites[0].warm,
             1.0,
