@@ -71,25 +71,6 @@ NEXT_PORT=$((20000 + RANDOM % 30000))
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-# Waits (at most $2 seconds) until the proxy at $1 has served every site once.
-wait_all_sites() {
-    local url=$1 limit=$2 i seen="" site
-    for ((i = 0; i < limit * 20; i++)); do
-        site=$(curl -fs -o /dev/null -D - --max-time 0.5 "$url" 2>/dev/null |
-            tr -d '\r' | awk -F': ' 'tolower($1)=="x-demo-site"{print $2}') || true
-        if [ -n "$site" ] && [[ " $seen " != *" $site "* ]]; then seen="$seen $site"; fi
-        [ "$(wc -w <<<"$seen")" -ge 3 ] && return 0
-        sleep 0.02
-    done
-    log "proxy $url served only:$seen"
-    return 1
-}
-
-# Stops one child (lib.sh) and removes what a killed sitesteer leaves in /tmp.
-stop_child() {
-    stop_pid "$1"
-    rm -f "/tmp/sitesteer-$1.pid" "/tmp/sitesteer-$1.upgrade.sock"
-}
 
 sitesteer_config() { # dir proxy_port admin_port p1 p2 p3
     local dir=$1
@@ -204,7 +185,7 @@ scenario() { # proxy round
     *) log "unknown proxy $proxy"; exit 1 ;;
     esac
     PIDS+=("$proxy_pid")
-    if ! wait_all_sites "http://127.0.0.1:$pp/" 10; then
+    if ! wait_sites "http://127.0.0.1:$pp/" 10 3; then
         tail -n 20 "$dir"/*.log >&2 || true
         exit 1
     fi

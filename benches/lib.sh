@@ -51,3 +51,26 @@ cpu_ticks() {
     done
     echo "$total"
 }
+
+# Waits (at most $2 seconds) until the proxy at $1 has served $3 different demo sites (by
+# their x-demo-site header).
+wait_sites() { # url seconds count
+    local url=$1 limit=$2 want=$3 i seen="" site
+    for ((i = 0; i < limit * 20; i++)); do
+        site=$(curl -fs -o /dev/null -D - --max-time 0.5 "$url" 2>/dev/null |
+            tr -d '\r' | awk -F': ' 'tolower($1)=="x-demo-site"{print $2}') || true
+        if [ -n "$site" ] && [[ " $seen " != *" $site "* ]]; then seen="$seen $site"; fi
+        [ "$(wc -w <<<"$seen")" -ge "$want" ] && return 0
+        sleep 0.02
+    done
+    log "proxy $url served only:$seen"
+    return 1
+}
+
+# Stops one child (continued first, should it be stopped) and removes what a killed
+# sitesteer leaves in /tmp.
+stop_child() {
+    kill -CONT "$1" 2>/dev/null || true
+    stop_pid "$1"
+    rm -f "/tmp/sitesteer-$1.pid" "/tmp/sitesteer-$1.upgrade.sock"
+}

@@ -84,12 +84,6 @@ NEXT_PORT=$((20000 + RANDOM % 30000))
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
 
-stop_child() {
-    kill -CONT "$1" 2>/dev/null || true
-    stop_pid "$1"
-    rm -f "/tmp/sitesteer-$1.pid" "/tmp/sitesteer-$1.upgrade.sock"
-}
-
 sitesteer_config() { # dir proxy_port admin_port p1 p2
     cat >"$1/sitesteer.toml" <<EOF
 [listen]
@@ -157,19 +151,6 @@ backend be
 EOF
 }
 
-# Waits (at most $2 seconds) until the proxy at $1 has served both sites.
-wait_both_sites() {
-    local url=$1 limit=$2 i seen="" site
-    for ((i = 0; i < limit * 20; i++)); do
-        site=$(curl -fs -o /dev/null -D - --max-time 0.5 "$url" 2>/dev/null |
-            tr -d '\r' | awk -F': ' 'tolower($1)=="x-demo-site"{print $2}') || true
-        if [ -n "$site" ] && [[ " $seen " != *" $site "* ]]; then seen="$seen $site"; fi
-        [ "$(wc -w <<<"$seen")" -ge 2 ] && return 0
-        sleep 0.02
-    done
-    log "proxy $url served only:$seen"
-    return 1
-}
 
 # One run: fresh sites and proxy, load, fault on site a at FAULT_AFTER, heal FAULT_SECS later.
 scenario() { # fault proxy round
@@ -210,7 +191,7 @@ scenario() { # fault proxy round
     *) log "unknown proxy $proxy"; exit 1 ;;
     esac
     PIDS+=("$proxy_pid")
-    if ! wait_both_sites "http://127.0.0.1:$pp/" 10; then
+    if ! wait_sites "http://127.0.0.1:$pp/" 10 2; then
         tail -n 20 "$dir"/*.log >&2 || true
         exit 1
     fi
