@@ -14,6 +14,8 @@ use std::time::Duration;
 
 use sitesteer_config::ProxySettings;
 
+use super::hedge::deadline_from;
+
 /// Each new sample below the peak lowers it by this share.
 const DECAY: f64 = 0.1;
 
@@ -43,8 +45,7 @@ impl ConnectTimes {
         let Some(peak) = peaks.get(site) else {
             return proxy.connect_timeout;
         };
-        let deadline = Duration::from_secs_f64((peak * proxy.hedge_factor / 1e6).min(3600.0));
-        deadline.max(proxy.hedge_floor).min(proxy.connect_timeout)
+        deadline_from(peak / 1e6, proxy, proxy.connect_timeout)
     }
 }
 

@@ -25,8 +25,19 @@ pub(crate) fn hedge_after(site: &SiteView, proxy: &ProxySettings) -> Option<Dura
     } else {
         0.0
     };
-    let deadline = Duration::from_secs_f64((p99 * proxy.hedge_factor / 1000.0).min(86_400.0));
-    Some(deadline.max(proxy.hedge_floor).min(proxy.read_timeout))
+    Some(deadline_from(p99 / 1000.0, proxy, proxy.read_timeout))
+}
+
+/// How long something that normally takes `typical_secs` may take: times
+/// `proxy.hedge_factor`, at least `proxy.hedge_floor`, at most `ceiling`. The one rule of
+/// the hedge deadline and the connect timeout.
+pub(super) fn deadline_from(
+    typical_secs: f64,
+    proxy: &ProxySettings,
+    ceiling: Duration,
+) -> Duration {
+    let scaled = Duration::from_secs_f64((typical_secs * proxy.hedge_factor).clamp(0.0, 86_400.0));
+    scaled.max(proxy.hedge_floor).min(ceiling)
 }
 
 /// Budget units per hedge (fixed point, so that a share such as 0.1 adds exactly).
