@@ -22,6 +22,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use crate::overrides::Fault;
+use crate::snapshot::Snapshot;
 
 /// How late a `slow` fault makes the site's answers.
 pub const SLOW_DELAY: Duration = Duration::from_millis(200);
@@ -39,6 +40,13 @@ pub fn in_path(fault: Fault, addr: SocketAddr) -> Option<SocketAddr> {
         Fault::Slow => slow_relay(addr),
         Fault::KillProbe | Fault::Blackhole => None,
     }
+}
+
+/// Where a new connection to `addr`, an endpoint of site `site` in `snapshot`, goes instead:
+/// its fault's stand-in, or `None` when the site has no fault that acts in the path. Probes
+/// and the data planes both ask this.
+pub fn in_path_of(snapshot: &Snapshot, site: usize, addr: SocketAddr) -> Option<SocketAddr> {
+    in_path(snapshot.sites.get(site)?.fault?, addr)
 }
 
 /// The `hang` stand-in: accepts every connection and never answers.

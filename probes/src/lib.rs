@@ -18,7 +18,7 @@ mod state;
 mod table;
 mod window;
 
-pub use in_path::{hang_sink, in_path, SLOW_DELAY};
+pub use in_path::{hang_sink, in_path, in_path_of, SLOW_DELAY};
 pub use observation::{Failure, Observation, SiteId, Source};
 pub use overrides::{Fault, Overrides, SiteOverride};
 pub use owner::{start, HealthHandle, Hooks, Observer, OnPublish, OwnerGone};

@@ -10,10 +10,5 @@ use sitesteer_probes::Snapshot;
 
 /// The address to connect to for `addr`, an endpoint of site `site` in `snapshot`.
 pub(crate) fn connect_addr(snapshot: &Snapshot, site: usize, addr: SocketAddr) -> SocketAddr {
-    snapshot
-        .sites
-        .get(site)
-        .and_then(|s| s.fault)
-        .and_then(|fault| sitesteer_probes::in_path(fault, addr))
-        .unwrap_or(addr)
+    sitesteer_probes::in_path_of(snapshot, site, addr).unwrap_or(addr)
 }

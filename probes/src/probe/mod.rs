@@ -100,8 +100,7 @@ fn through_fault(target: &ProbeTarget, snapshot: &Snapshot, current: u64) -> Opt
     if snapshot.generation != current {
         return None;
     }
-    let fault = snapshot.sites.get(target.site)?.fault?;
-    let stand_in = crate::in_path(fault, target.addr)?;
+    let stand_in = crate::in_path_of(snapshot, target.site, target.addr)?;
     Some(ProbeTarget {
         addr: stand_in,
         dial: client::Dial::plain(stand_in),
