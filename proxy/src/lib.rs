@@ -25,6 +25,7 @@ mod objectives;
 mod observe;
 mod operator;
 mod restart;
+mod secrets;
 mod server;
 pub mod session;
 mod state_file;

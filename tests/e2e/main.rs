@@ -22,5 +22,6 @@ mod probes;
 mod recovery;
 mod rescue;
 mod restart;
+mod security;
 mod tls;
 mod transports;

@@ -25,6 +25,7 @@ use crate::events::EventLog;
 use crate::incidents::Incidents;
 use crate::metrics::Metrics;
 use crate::operator::Operator;
+use crate::secrets::AdminToken;
 
 /// Largest admin request body.
 pub(crate) const MAX_BODY: usize = 64 * 1024;
@@ -48,8 +49,8 @@ pub(crate) struct AdminState {
     pub availability: Arc<Availability>,
     /// Measured failovers.
     pub incidents: Arc<Incidents>,
-    /// The bearer token writes need, when configured.
-    pub token: Option<Arc<str>>,
+    /// The bearer token writes need, when configured (replaced by reloads).
+    pub token: AdminToken,
 }
 
 /// A JSON error answer.
@@ -154,7 +155,7 @@ async fn no_framing(req: Request, next: Next) -> Response {
 /// Refuses writes without the right bearer token.
 async fn authorize(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if let (true, Some(token)) = (write, state.token.as_deref()) {
+    if let (true, Some(token)) = (write, state.token.current()) {
         let presented = req
             .headers()
             .get(header::AUTHORIZATION)

@@ -11,7 +11,7 @@ use super::{run, DrillPlan};
 pub(crate) fn start(
     drills: &[Drill],
     admin: std::net::SocketAddr,
-    token: Option<std::sync::Arc<str>>,
+    token: crate::secrets::AdminToken,
 ) {
     for drill in drills.iter().cloned() {
         let token = token.clone();
@@ -28,7 +28,7 @@ pub(crate) fn start(
                 tokio::time::sleep(Duration::from_secs(next.saturating_sub(now))).await;
                 let plan = DrillPlan {
                     admin: format!("http://{admin}"),
-                    token: token.as_deref().map(str::to_string),
+                    token: token.current().map(|t| t.to_string()),
                     site: drill.site.clone(),
                     mode: drill.mode,
                     duration: drill.duration,

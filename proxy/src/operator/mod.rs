@@ -73,6 +73,7 @@ pub(crate) struct Operator {
     config_path: Option<PathBuf>,
     fleet: Option<Arc<dyn FleetStore>>,
     tls: Option<Arc<crate::tls::Tls>>,
+    secrets: Option<crate::secrets::Secrets>,
     started_with: Arc<Config>,
 }
 
@@ -96,7 +97,14 @@ impl Operator {
             config_path,
             fleet: None,
             tls: None,
+            secrets: None,
         }
+    }
+
+    /// Reloads read the admin token and session key files again and install them here.
+    pub(crate) fn with_secrets(mut self, secrets: crate::secrets::Secrets) -> Self {
+        self.secrets = Some(secrets);
+        self
     }
 
     /// Reloads read the TLS files again and install them here (`[tls]`, `[site.tls]`).

@@ -1,8 +1,9 @@
 //! Reloading the config file, all or nothing. Everything that can fail happens first, while
 //! nothing is installed: the file is read and validated in full, its TLS files are read and
 //! checked, and the state file is written (when the reload drops the overrides of removed
-//! sites). Only then are the TLS material and the config installed, through the operator's
-//! commit path. A reload refused at any step reports why and leaves the running config and
+//! sites), and the secret files (the admin token, the session keys) are read again. Only then
+//! are the TLS material, the secrets and the config installed, through the operator's commit
+//! path. A reload refused at any step reports why and leaves the running config and
 //! the served certificates as they were.
 
 use std::sync::Arc;
@@ -25,6 +26,10 @@ pub(crate) struct ReloadReport {
     pub added: Vec<String>,
     /// Changes that need a restart to take effect (listeners, threads).
     pub needs_restart: Vec<String>,
+    /// Secret files read again and now in use (`admin.token_file`, `proxy.session_key_file`).
+    pub secrets_reread: Vec<String>,
+    /// Session keys in use after the reload (the first signs, all verify).
+    pub session_keys: usize,
 }
 
 /// The names of `from`'s sites that `to` does not have.
@@ -75,6 +80,26 @@ impl Operator {
                 self.refuse(actor, ConfigErrors { origin, errors })
             })?),
             None => None,
+        };
+        // The secret files are read now too: a reload is refused, and nothing changes, when
+        // the token file or the session key file went missing or bad.
+        let secrets = match &self.secrets {
+            Some(secrets) => Some(secrets.prepare(&config).map_err(|errors| {
+                let origin = path.display().to_string();
+                let errors = errors.iter().map(|e| e.to_config_error()).collect();
+                self.refuse(actor, ConfigErrors { origin, errors })
+            })?),
+            None => None,
+        };
+        let secrets_reread = match &secrets {
+            Some(_) if config.admin.token_file.is_some() => {
+                vec![
+                    "admin.token_file".to_string(),
+                    "proxy.session_key_file".to_string(),
+                ]
+            }
+            Some(_) => vec!["proxy.session_key_file".to_string()],
+            None => Vec::new(),
         };
         let old = self.health.snapshot().config.clone();
         let removed = missing(&old, &config);
@@ -129,6 +154,10 @@ impl Operator {
             Err(e) => return Err(e),
         };
         drop(persisted);
+        let session_keys = match (&self.secrets, secrets) {
+            (Some(installed), Some(prepared)) => installed.install(prepared),
+            _ => 0,
+        };
         self.metrics.reloads.with_label_values(&["ok"]).inc();
         let restart = if needs_restart.is_empty() {
             String::new()
@@ -146,6 +175,8 @@ impl Operator {
             removed,
             added,
             needs_restart,
+            secrets_reread,
+            session_keys,
         })
     }
 

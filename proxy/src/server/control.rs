@@ -21,6 +21,7 @@ use crate::metrics::Metrics;
 use crate::observe;
 use crate::operator::fleet::FleetStore;
 use crate::operator::Operator;
+use crate::secrets::AdminToken;
 use crate::server::Origin;
 use crate::state_file::{PersistedState, SavedIncidents, StateFile};
 use crate::steer::{PublishedCell, SteerMetrics, Steering};
@@ -131,7 +132,8 @@ pub(super) fn start_operator(
             origin.path,
         )
         .with_fleet(fleet)
-        .with_tls(files.tls.clone()),
+        .with_tls(files.tls.clone())
+        .with_secrets(files.secrets.clone()),
     );
     if let Some(cluster) = parts.cluster.clone() {
         control.spawn(cluster.run(operator.clone(), parts.health.clone()));
@@ -161,7 +163,7 @@ pub(super) fn start_admin(
     control: &Runtime,
     parts: &Parts,
     operator: &Arc<Operator>,
-    token: Option<Arc<str>>,
+    token: AdminToken,
     options: RunOptions,
 ) -> Result<watch::Sender<bool>, RunError> {
     let addr = parts.config.listen.admin;
@@ -244,7 +246,7 @@ pub(super) fn start_background(
     control: &Runtime,
     parts: &Parts,
     operator: &Arc<Operator>,
-    token: Option<Arc<str>>,
+    token: AdminToken,
 ) {
     let (health, metrics, events) = (&parts.health, &parts.metrics, &parts.events);
     control.spawn(conns::sweep(parts.registry.clone(), health.clone()));

@@ -22,7 +22,7 @@ use crate::conns::Registry;
 use crate::events::EventLog;
 use crate::incidents::Incidents;
 use crate::metrics::Metrics;
-use crate::session::SessionCodec;
+use crate::secrets::Secrets;
 use crate::state_file::{PersistedState, StateError, StateFile};
 use crate::tls::Tls;
 use control::{
@@ -43,19 +43,9 @@ pub(crate) enum RunError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// A file sitesteer needs could not be read or created.
-    #[error("cannot use {what} {path}: {source}")]
-    File {
-        /// Which file.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The admin token file is empty.
-    #[error("the admin token file {0} is empty")]
-    EmptyToken(PathBuf),
+    /// A secret file (the admin token, the session keys) cannot be used.
+    #[error("{0}")]
+    Secret(#[from] crate::secrets::SecretError),
     /// The state file is unreadable or corrupt.
     #[error("{0}; fix or move it away (sitesteer never starts without the operator state it promised to keep)")]
     State(#[from] StateError),
@@ -77,22 +67,6 @@ fn check_bind(addr: SocketAddr, what: &'static str) -> Result<(), RunError> {
     std::net::TcpListener::bind(addr)
         .map(drop)
         .map_err(|source| RunError::Bind { addr, what, source })
-}
-
-fn read_token(config: &Config) -> Result<Option<Arc<str>>, RunError> {
-    let Some(path) = &config.admin.token_file else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(path).map_err(|source| RunError::File {
-        what: "the admin token file",
-        path: path.clone(),
-        source,
-    })?;
-    let token = text.trim();
-    if token.is_empty() {
-        return Err(RunError::EmptyToken(path.clone()));
-    }
-    Ok(Some(Arc::from(token)))
 }
 
 /// Where the running config came from, for reloads.
@@ -140,9 +114,15 @@ where
     let (parts, persist_rx) = start_health(&control, &config, &files.state_file, &mut persisted)?;
     let operator = start_operator(&control, &parts, &files, persisted, origin);
     control.spawn(persist_incidents(operator.clone(), persist_rx));
-    let admin_stop = start_admin(&control, &parts, &operator, files.token.clone(), options)?;
+    let admin_stop = start_admin(
+        &control,
+        &parts,
+        &operator,
+        files.secrets.token.clone(),
+        options,
+    )?;
     start_dns(&control, &parts, options)?;
-    start_background(&control, &parts, &operator, files.token.clone());
+    start_background(&control, &parts, &operator, files.secrets.token.clone());
     let server = data_planes(&parts, files, options);
     control.spawn(crate::restart::watch_shutdown(
         server.watch_execution_phase(),
@@ -157,8 +137,7 @@ where
 /// key and the state file. The listeners are checked free (an upgrade inherits them).
 struct Files {
     tls: Arc<Tls>,
-    token: Option<Arc<str>>,
-    codec: SessionCodec,
+    secrets: Secrets,
     state_file: StateFile,
 }
 
@@ -175,19 +154,12 @@ impl Files {
             }
         }
         let tls = Arc::new(Tls::new(config).map_err(RunError::Tls)?);
-        let token = read_token(config)?;
-        let key_file = &config.proxy.session_key_file;
-        let codec = SessionCodec::load_or_create(key_file).map_err(|source| RunError::File {
-            what: "the session key file",
-            path: key_file.clone(),
-            source,
-        })?;
+        let secrets = Secrets::open(config)?;
         let state_file = StateFile::new(&config.state_file);
         let persisted = state_file.load()?;
         let files = Self {
             tls,
-            token,
-            codec,
+            secrets,
             state_file,
         };
         Ok((files, persisted))

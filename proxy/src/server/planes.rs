@@ -42,7 +42,7 @@ pub(super) fn data_planes(parts: &Parts, files: Files, options: RunOptions) -> S
             parts.steering.clone(),
             metrics.clone(),
             parts.registry.clone(),
-            files.codec,
+            files.secrets.codec,
             tools,
         )
         .with_tls(tls.clone());
