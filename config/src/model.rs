@@ -88,6 +88,10 @@ pub struct Admin {
     /// File holding the bearer token that writes must present. Required when the admin
     /// listener is not on loopback.
     pub token_file: Option<PathBuf>,
+    /// Host names (no port) the admin listener answers to, besides IP addresses and
+    /// `localhost`: a request whose `Host` is any other name is refused with 403 (DNS
+    /// rebinding). Lowercase. Default: none.
+    pub allowed_hosts: Vec<String>,
 }
 
 /// Recovery objectives: what a failover may cost.

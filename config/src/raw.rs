@@ -56,6 +56,7 @@ pub(crate) struct RawListen {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawAdmin {
     pub token_file: Option<String>,
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -159,6 +159,25 @@ fn a_non_loopback_admin_needs_a_token() {
 }
 
 #[test]
+fn admin_allowed_hosts_are_dns_names_without_ports() {
+    let ok = parse_str(&format!(
+        "[admin]\nallowed_hosts = [\"Admin.Example.com.\", \"lb-1\"]\n{MINIMAL}"
+    ))
+    .expect("valid");
+    assert_eq!(ok.admin.allowed_hosts, ["admin.example.com", "lb-1"]);
+    for bad in [
+        "admin.example.com:9900",
+        "",
+        "a..b",
+        "evil example",
+        "*.example.com",
+    ] {
+        let errs = errors(&format!("[admin]\nallowed_hosts = [{bad:?}]\n{MINIMAL}"));
+        assert_eq!(errs[0].path, "admin.allowed_hosts[0]", "{bad:?}");
+    }
+}
+
+#[test]
 fn wrong_types_name_their_key() {
     let errs = errors(
         "[[site]]\nname = \"a\"\ntier = \"zero\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n",

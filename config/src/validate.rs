@@ -20,11 +20,34 @@ impl Problems {
     }
 }
 
+/// `admin.allowed_hosts`: DNS names (letters, digits, `-`, `.`), without a port, lowercased.
+fn allowed_hosts(names: &[String], p: &mut Problems) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let label_ok = |l: &str| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if name.len() > 253 || !name.split('.').all(label_ok) {
+            p.add(
+                format!("admin.allowed_hosts[{i}]"),
+                format!("must be a DNS name without a port (such as \"admin.example.com\"), got {name:?}"),
+            );
+            continue;
+        }
+        out.push(name);
+    }
+    out
+}
+
 /// Validates `raw`; `base_dir` is where relative paths in the file are anchored.
 pub(crate) fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Option<Config> {
     let listen = listen(&raw.listen, p);
     let admin = Admin {
         token_file: raw.admin.token_file.as_deref().map(|f| anchor(base_dir, f)),
+        allowed_hosts: allowed_hosts(raw.admin.allowed_hosts.as_deref().unwrap_or(&[]), p),
     };
     let state_file = anchor(base_dir, raw.state_file.as_deref().unwrap_or(d::STATE_FILE));
     let objectives = objectives(&raw.objectives, "objectives", &Objectives::default(), p);

@@ -660,3 +660,67 @@ async fn cross_site_writes_are_refused_and_the_admin_api_cannot_be_framed() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_foreign_host_is_refused_on_every_admin_request_against_dns_rebinding() {
+    let port = free_port();
+    let _a = DemoSite::start("a", port).await;
+    let proxy = Sitesteer::start(&format!(
+        "[admin]\nallowed_hosts = [\"admin.example.com\"]\n\n{}",
+        sites(&[("a", 0, SocketAddr::from(([127, 0, 0, 1], port)))])
+    ))
+    .await;
+    let admin_port = proxy.admin.port();
+    let evil = format!("evil.example:{admin_port}");
+    let json = ("content-type", "application/json");
+    // A page of evil.example whose name now resolves to 127.0.0.1: its reads and writes
+    // name its own host.
+    for (method, path, body) in [
+        (Method::GET, "/api/v1/sites", None),
+        (Method::GET, "/", None),
+        (Method::GET, "/metrics", None),
+        (
+            Method::POST,
+            "/api/v1/sites/a/maintenance",
+            Some(r#"{"on":true}"#.to_string()),
+        ),
+    ] {
+        let r = request(
+            proxy.admin,
+            method.clone(),
+            path,
+            &[("host", &evil), json],
+            body,
+        )
+        .await
+        .expect("admin API answers");
+        assert_eq!(
+            r.status,
+            403,
+            "{method} {path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(r.json()["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("allowed_hosts")));
+        assert_eq!(r.header("x-frame-options"), "DENY");
+    }
+    assert_eq!(proxy.state_of("a").await, "up", "nothing changed");
+    // The listener's address, localhost and the allowed name are answered.
+    for host in [
+        proxy.admin.to_string(),
+        format!("localhost:{admin_port}"),
+        format!("Admin.Example.com:{admin_port}"),
+    ] {
+        let r = request(
+            proxy.admin,
+            Method::GET,
+            "/api/v1/sites",
+            &[("host", &host)],
+            None,
+        )
+        .await
+        .expect("admin API answers");
+        assert_eq!(r.status, 200, "{host}");
+    }
+}

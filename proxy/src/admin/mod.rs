@@ -1,9 +1,12 @@
 //! The admin listener: the JSON API (the admin API contract; README and
 //! `docs/operations.md` describe it), `/metrics`, the status page, liveness
 //! and readiness. Writes need `Authorization: Bearer TOKEN` when a token is configured (the
-//! token is compared in constant time); every error is JSON that says what is wrong.
+//! token is compared in constant time); every error is JSON that says what is wrong. What a
+//! browser can be made to send (cross-site writes, DNS rebinding, framing) is refused by
+//! [`guard`].
 
 mod api;
+mod guard;
 mod page;
 
 use std::sync::Arc;
@@ -84,72 +87,14 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/api/v1/cluster", get(api::cluster))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such admin endpoint") })
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .layer(middleware::from_fn(same_site_writes))
-        .layer(middleware::from_fn(no_framing))
+        .layer(middleware::from_fn(guard::same_site_writes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            guard::known_host,
+        ))
+        .layer(middleware::from_fn(guard::no_framing))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
-}
-
-/// Content types a browser sends cross-site without asking first (a form, `fetch` in
-/// `no-cors` mode): a write carrying one is refused, so that a page an operator merely
-/// visits cannot drive the API.
-const SIMPLE_CONTENT_TYPES: [&str; 3] = [
-    "text/plain",
-    "application/x-www-form-urlencoded",
-    "multipart/form-data",
-];
-
-/// Refuses cross-site writes with 403 before anything changes: a write whose `Origin` (which
-/// browsers send on every cross-site and same-site POST) is not this listener's own, or whose
-/// content type is one a form can send. `ctl`, `curl` and scripts send no `Origin`; the
-/// status page sends its own and JSON.
-async fn same_site_writes(req: Request, next: Next) -> Response {
-    let write = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if !write {
-        return next.run(req).await;
-    }
-    let headers = req.headers();
-    let text = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let own = text(header::HOST).map(|host| format!("http://{host}"));
-        if origin.to_str().ok() != own.as_deref() {
-            return error(
-                StatusCode::FORBIDDEN,
-                "cross-site write refused: its Origin is not this admin listener",
-            );
-        }
-    }
-    let content_type = text(header::CONTENT_TYPE).map(|v| {
-        v.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    });
-    if content_type.is_some_and(|t| SIMPLE_CONTENT_TYPES.contains(&t.as_str())) {
-        return error(
-            StatusCode::FORBIDDEN,
-            "write refused: send JSON (Content-Type: application/json), which a form cannot",
-        );
-    }
-    next.run(req).await
-}
-
-/// Every admin answer forbids being framed by another page (clickjacking of the status
-/// page's buttons).
-async fn no_framing(req: Request, next: Next) -> Response {
-    let mut response = next.run(req).await;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::X_FRAME_OPTIONS,
-        header::HeaderValue::from_static("DENY"),
-    );
-    // Appended: a route's own policy, if it ever sets one, still applies as well.
-    headers.append(
-        header::CONTENT_SECURITY_POLICY,
-        header::HeaderValue::from_static("frame-ancestors 'none'"),
-    );
-    response
 }
 
 /// Refuses writes without the right bearer token.
