@@ -157,3 +157,238 @@ async fn a_reload_rereads_the_admin_token_and_rotates_session_keys_without_dropp
         "the running keys stay"
     );
 }
+
+/// A site of the test's own making: `GET /health` answers 200, `POST /mcp` is answered by
+/// `answer` from the JSON body; counts the `/mcp` requests it saw. Stops on drop.
+struct FakeSite {
+    addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    last: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeSite {
+    async fn start(answer: fn(&Value) -> (u16, Value)) -> Self {
+        use axum::routing::{get, post};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let last = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = last.clone();
+        let app = axum::Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route(
+                "/mcp",
+                post(move |body: axum::body::Bytes| {
+                    let (counter, keep) = (counter.clone(), keep.clone());
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        *keep.lock().expect("lock") = body.to_vec();
+                        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let (status, body) = answer(&request);
+                        (
+                            axum::http::StatusCode::from_u16(status).expect("status"),
+                            [("content-type", "application/json")],
+                            body.to_string(),
+                        )
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            seen,
+            last,
+            task,
+        }
+    }
+
+    /// The body of the last `/mcp` request.
+    fn last_body(&self) -> String {
+        String::from_utf8_lossy(&self.last.lock().expect("lock")).into_owned()
+    }
+
+    fn seen(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeSite {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+const PROBES: &str =
+    "[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n";
+
+/// The demo site's count of Streamable HTTP messages.
+async fn messages_at(site: &DemoSite) -> u64 {
+    let r = request(site.addr, Method::GET, "/control", &[], None)
+        .await
+        .expect("control");
+    let control: Value = serde_json::from_slice(&r.body).expect("control JSON");
+    control["messages"]["http"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test]
+async fn mcp_headers_that_contradict_the_body_are_refused_and_never_decide_a_retry() {
+    let failing = FakeSite::start(|_| (500, json!({"error": "injected"}))).await;
+    let port = free_port();
+    let b = DemoSite::start("b", port).await;
+    let proxy = Sitesteer::start(&format!(
+        "{PROBES}[proxy]\nretries = 2\n\n{}",
+        site_tables(&[
+            ("a", 0, failing.addr),
+            ("b", 1, SocketAddr::from(([127, 0, 0, 1], port))),
+        ])
+    ))
+    .await;
+    let increment = json!({"jsonrpc": "2.0", "id": 41, "method": "tools/call",
+                           "params": {"name": "increment", "arguments": {}}})
+    .to_string();
+    let post = |headers: Vec<(&'static str, &'static str)>, body: String| async move {
+        let mut all = vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        all.extend(headers);
+        request(proxy.http, Method::POST, "/mcp", &all, Some(body))
+            .await
+            .expect("the proxy answers")
+    };
+    let before = (failing.seen(), messages_at(&b).await);
+    // A side-effecting call dressed as `ping`, then with another tool's name.
+    for headers in [
+        vec![("mcp-method", "ping")],
+        vec![("mcp-method", "tools/call"), ("mcp-name", "echo")],
+        vec![("mcp-name", "=?base64?not base64?=")],
+    ] {
+        let r = post(headers.clone(), increment.clone()).await;
+        assert_eq!(
+            r.status,
+            400,
+            "{headers:?}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        let answer = r.json();
+        assert_eq!(answer["error"]["code"], -32020, "{answer}");
+        assert_eq!(answer["id"], 41, "{answer}");
+    }
+    assert_eq!(
+        (failing.seen(), messages_at(&b).await),
+        before,
+        "no site saw a refused request"
+    );
+    // Headers that agree with the body: the body is read first, then sent on whole, by
+    // pingora's path (a side effect: `a`'s 500 is passed on, not repeated on `b`)...
+    let r = post(
+        vec![("mcp-method", "tools/call"), ("mcp-name", "increment")],
+        increment.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        failing.last_body(),
+        increment,
+        "the body reached the site whole"
+    );
+    assert_eq!(messages_at(&b).await, before.1, "not repeated on b");
+    // ... and by the checked path (safe to repeat: `b` answers after `a`'s 500).
+    let list = json!({"jsonrpc": "2.0", "id": 43, "method": "tools/list", "params": {}});
+    let r = post(vec![("mcp-method", "tools/list")], list.to_string()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-sitesteer-site"), "b");
+    assert_eq!(failing.last_body(), list.to_string());
+    assert_eq!(r.json()["id"], 43);
+
+    // A chunked body cannot be held to be checked first: the header is simply not believed.
+    // Site `a` answers 500; the `tools/call increment` that calls itself `ping` must not be
+    // repeated on `b`.
+    let seen_a = failing.seen();
+    let b_before = messages_at(&b).await;
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\nmcp-method: ping\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n{:x}\r\n{increment}\r\n0\r\n\r\n",
+        proxy.http,
+        increment.len()
+    );
+    let answer = raw_exchange(proxy.http, head.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 500"),
+        "the site's answer passed on: {answer}"
+    );
+    assert_eq!(failing.seen(), seen_a + 1);
+    assert_eq!(messages_at(&b).await, b_before, "not repeated on b");
+}
+
+/// Writes `bytes` to a new connection and reads the answer until the proxy closes it (5 s
+/// at most).
+async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        stream.read_to_end(&mut out),
+    )
+    .await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_site_that_normalises_json_rpc_ids_is_not_judged_wrong() {
+    // Answers with the id as an integer, as sites that parse ids into numbers do: `1.0`
+    // comes back as `1`, which JSON-RPC means as the same id.
+    let normalising = FakeSite::start(|request| {
+        let id = request["id"]
+            .as_f64()
+            .map_or(Value::Null, |f| json!(f as i64));
+        (
+            200,
+            json!({"jsonrpc": "2.0", "id": id, "result": {"tools": []}}),
+        )
+    })
+    .await;
+    let port = free_port();
+    let b = DemoSite::start("b", port).await;
+    let proxy = Sitesteer::start(&format!(
+        "{PROBES}{}",
+        site_tables(&[
+            ("norm", 0, normalising.addr),
+            ("b", 1, SocketAddr::from(([127, 0, 0, 1], port))),
+        ])
+    ))
+    .await;
+    let b_before = messages_at(&b).await;
+    for id in ["1.0", "2.00", "3e0", "7"] {
+        let body = format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/list","params":{{}}}}"#);
+        let r = request(
+            proxy.http,
+            Method::POST,
+            "/mcp",
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+            ],
+            Some(body),
+        )
+        .await
+        .expect("the proxy answers");
+        assert_eq!(r.status, 200, "id {id}");
+        assert_eq!(
+            r.header("x-sitesteer-site"),
+            "norm",
+            "id {id}: answered by its own site"
+        );
+    }
+    assert_eq!(normalising.seen(), 4);
+    assert_eq!(messages_at(&b).await, b_before, "nothing retried elsewhere");
+    assert_eq!(proxy.state_of("norm").await, "up");
+}

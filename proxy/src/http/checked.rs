@@ -187,16 +187,11 @@ impl HttpProxy {
             self.exchange(session, ctx, &Bytes::new(), None).await?;
             return Ok(true);
         }
-        let mut body = BytesMut::new();
-        // A body that stalls or breaks is the client's: 408 or no answer, as on pingora's path.
-        while let Some(chunk) = session
-            .read_request_body()
-            .await
-            .map_err(|e| e.into_down())?
-        {
-            body.extend_from_slice(&chunk);
-        }
-        let body = body.freeze();
+        let body = match ctx.body.clone() {
+            // Read already, to check it against its MCP headers.
+            Some(body) => body,
+            None => super::read_whole_body(session).await?,
+        };
         let Some(id) = request_id(&body) else {
             return Ok(false);
         };

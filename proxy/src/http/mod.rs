@@ -10,6 +10,7 @@
 
 pub mod affinity;
 mod checked;
+mod mcp_headers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -97,6 +98,9 @@ pub struct RequestState {
     tools_answer: Option<Vec<u8>>,
     endpoint_search: Option<usize>,
     body_bytes: u64,
+    /// The request body, when read whole before any site was chosen (a POST naming itself
+    /// in `Mcp-Method` / `Mcp-Name`, checked against them).
+    body: Option<Bytes>,
     /// The serving site's passive observation is already made (a checked exchange that
     /// passed a wrong answer on, having reported it as wrong).
     observed: bool,
@@ -133,6 +137,7 @@ impl RequestState {
             safe_to_repeat: None,
             tools_answer: None,
             endpoint_search: None,
+            body: None,
             body_bytes: 0,
             observed: false,
             _in_flight: crate::restart::InFlight::start(),
@@ -153,6 +158,21 @@ fn failure_of(e: &Error) -> Failure {
         ErrorType::HTTPStatus(code) => Failure::Status(*code),
         _ => Failure::Reset,
     }
+}
+
+/// The request body, read whole. A body that stalls or breaks is the client's: 408 or no
+/// answer, as on pingora's path. What is read is kept in pingora's retry buffer too, which
+/// sends it on when pingora proxies the request.
+async fn read_whole_body(session: &mut Session) -> Result<Bytes> {
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = session
+        .read_request_body()
+        .await
+        .map_err(|e| e.into_down())?
+    {
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
 }
 
 async fn respond_json(session: &mut Session, status: u16, body: impl Into<Bytes>) -> Result<bool> {
@@ -181,7 +201,8 @@ impl HttpProxy {
         snap.sites.get(ctx.site()?).map(|s| s.name.as_str())
     }
 
-    /// The MCP method (and tool) of a POST, from `Mcp-Method`/`Mcp-Name` or the body.
+    /// The MCP method (and tool) of a POST: from its body once read, else from
+    /// `Mcp-Method`/`Mcp-Name` (for labels and logs; safety is judged from the body alone).
     fn mcp_method<'a>(
         session: &Session,
         ctx: &'a mut RequestState,
@@ -194,13 +215,16 @@ impl HttpProxy {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let found = match header("mcp-method") {
-                Some(method) => Some((method, header("mcp-name"))),
-                None if req.method == http::Method::POST => session
-                    .as_ref()
-                    .get_retry_buffer()
-                    .and_then(|b| mcp::method_of(&b)),
-                None => None,
+            let body = session.as_ref().get_retry_buffer();
+            let whole = !session.as_ref().retry_buffer_truncated();
+            let found = match (body, header("mcp-method")) {
+                // The body, once read, over the headers: they never say what it does not.
+                (Some(body), _) if whole => mcp::method_of(&body),
+                (_, Some(method)) => Some((
+                    method,
+                    header("mcp-name").and_then(|n| mcp::decode_header_value(&n)),
+                )),
+                _ => None,
             };
             // Only cache once the body is known (the retry buffer fills as the body is read).
             if found.is_none()
@@ -223,19 +247,19 @@ impl HttpProxy {
         let safe = if req.method.is_idempotent() {
             true
         } else if req.method == http::Method::POST && !session.as_ref().retry_buffer_truncated() {
-            if session.as_ref().get_retry_buffer().is_none()
-                && !req.headers.contains_key("mcp-method")
-            {
+            let Some(body) = session.as_ref().get_retry_buffer() else {
                 // Not one byte of the body was read, so none reached the site and nothing
                 // ran there. Not cached: the body may still be read before the next error.
                 return true;
-            }
+            };
             let site = Self::site_name(ctx).unwrap_or("").to_string();
-            match Self::mcp_method(session, ctx) {
-                Some((method, _)) if mcp::is_safe_method(method) => true,
+            // The body decides, never the `Mcp-Method` / `Mcp-Name` headers: a client may
+            // dress a `tools/call` as `ping` in them.
+            match mcp::method_of(&body) {
+                Some((method, _)) if mcp::is_safe_method(&method) => true,
                 Some((method, Some(tool))) if method == "tools/call" => self
                     .tools
-                    .hints(&site, tool)
+                    .hints(&site, &tool)
                     .is_some_and(|h| h.repeatable()),
                 _ => false,
             }
@@ -447,6 +471,12 @@ impl ProxyHttp for HttpProxy {
         let held = snapshot.config.proxy.retry_buffer_bytes;
         if session.req_header().method == http::Method::POST {
             session.as_mut().enable_retry_buffering();
+        }
+        if self
+            .refuse_contradicting_headers(session, ctx, held)
+            .await?
+        {
+            return Ok(true);
         }
         if checked::qualifies(session.req_header(), ctx, held) {
             // Boxed: every request's filter future would otherwise carry the exchange's size.
