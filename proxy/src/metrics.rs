@@ -62,6 +62,8 @@ pub struct Metrics {
     pub cluster_updates: IntCounter,
     /// Requests and connections refused by `[limits]`, by listener and reason.
     pub refused: IntCounterVec,
+    /// Tools whose annotations are known, by site (at most `tools::MAX_TOOLS_PER_SITE`).
+    pub learned_tools: IntGaugeVec,
     /// Open client connections by listener (`http`, `tcp`), as of the last accept.
     pub listener_connections: IntGaugeVec,
     site_availability_window: GaugeVec,
@@ -197,6 +199,7 @@ impl Metrics {
             cluster_writes: IntCounterVec::new(Opts::new("sitesteer_cluster_writes_total", "Writes of operator overrides to the cluster store, by result."), &["result"]).expect("valid metric"),
             cluster_updates: IntCounter::new("sitesteer_cluster_updates_total", "Changes of the fleet's operator overrides applied from the cluster store.").expect("valid metric"),
             refused: build(r, IntCounterVec::new(Opts::new("sitesteer_refused_total", "Requests and connections refused by [limits], by listener and reason."), &["listener", "reason"]).expect("valid metric")),
+            learned_tools: build(r, IntGaugeVec::new(Opts::new("sitesteer_learned_tools", "Tools whose annotations sitesteer learned from tools/list answers, by site (capped per site)."), &["site"]).expect("valid metric")),
             listener_connections: build(r, IntGaugeVec::new(Opts::new("sitesteer_listener_connections", "Open client connections by listener, as of the last accept."), &["listener"]).expect("valid metric")),
             objectives: build(r, GaugeVec::new(Opts::new("sitesteer_objective", "Recovery objectives per site: target, measured (last incident, or 1d availability) and met (1/0)."), &["site", "objective", "value"]).expect("valid metric")),
             site_availability_window: build(r, GaugeVec::new(Opts::new("sitesteer_site_availability_ratio", "Share of successful probes over 5m, 1h and 1d windows (the SLO figure)."), &["site", "window"]).expect("valid metric")),

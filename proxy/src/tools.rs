@@ -23,8 +23,22 @@ impl Hints {
     }
 }
 
-/// Most tools remembered per site (a bound against hostile upstreams).
-const MAX_TOOLS_PER_SITE: usize = 4096;
+/// Most tools remembered per site, across every answer (a bound against hostile upstreams:
+/// a paginated or repeated `tools/list` of new names each time must not grow the table).
+pub(crate) const MAX_TOOLS_PER_SITE: usize = 4096;
+/// Longest tool name remembered (the MCP specification bounds names to 128 characters).
+const MAX_TOOL_NAME: usize = 128;
+
+/// What one `tools/list` answer taught.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Learned {
+    /// Tools of the answer that are now known (new or updated).
+    pub learned: usize,
+    /// Tools of the answer left out: the site's table was full, or the name too long.
+    pub dropped: usize,
+    /// Tools known for the site now.
+    pub known: usize,
+}
 
 /// Tools by site, then by name.
 #[derive(Default)]
@@ -34,37 +48,42 @@ pub(crate) struct ToolCatalog {
 
 impl ToolCatalog {
     /// Learns from the JSON-RPC answer to a `tools/list` sent to `site` (plain JSON or SSE).
-    /// Returns how many tools were learned.
-    pub(crate) fn learn(&self, site: &str, answer: &[u8]) -> usize {
+    /// A paginated list adds to what is known and a full one updates the entries it names;
+    /// past [`MAX_TOOLS_PER_SITE`] for the site, new names are left out (known ones are
+    /// still updated).
+    pub(crate) fn learn(&self, site: &str, answer: &[u8]) -> Learned {
         let Some(message) = crate::mcp::message_of(answer) else {
-            return 0;
+            return Learned::default();
         };
         let Some(tools) = message.pointer("/result/tools").and_then(Value::as_array) else {
-            return 0;
+            return Learned::default();
         };
-        let mut learned = HashMap::new();
-        for tool in tools.iter().take(MAX_TOOLS_PER_SITE) {
+        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
+        let table = sites.entry(site.to_string()).or_default();
+        let mut out = Learned::default();
+        for tool in tools {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 continue;
             };
+            let known = table.contains_key(name);
+            if name.len() > MAX_TOOL_NAME || (!known && table.len() >= MAX_TOOLS_PER_SITE) {
+                out.dropped += 1;
+                continue;
+            }
             let flag = |key: &str| {
                 tool.pointer(&format!("/annotations/{key}"))
                     .and_then(Value::as_bool)
                     .unwrap_or(false)
             };
-            learned.insert(
-                name.to_string(),
-                Hints {
-                    read_only: flag("readOnlyHint"),
-                    idempotent: flag("idempotentHint"),
-                },
-            );
+            let hints = Hints {
+                read_only: flag("readOnlyHint"),
+                idempotent: flag("idempotentHint"),
+            };
+            table.insert(name.to_string(), hints);
+            out.learned += 1;
         }
-        let n = learned.len();
-        let mut sites = self.sites.write().unwrap_or_else(|p| p.into_inner());
-        // A paginated list adds to what is known; a full one replaces entries it names.
-        sites.entry(site.to_string()).or_default().extend(learned);
-        n
+        out.known = table.len();
+        out
     }
 
     /// The hints of `tool` on `site`, else as any other site describes it.
@@ -90,7 +109,7 @@ mod tests {
             {"name":"put","annotations":{"idempotentHint":true}},
             {"name":"increment","annotations":{"readOnlyHint":false}},
             {"name":"bare"}]}}"#;
-        assert_eq!(catalog.learn("a", answer), 4);
+        assert_eq!(catalog.learn("a", answer).learned, 4);
         assert!(catalog.hints("a", "echo").is_some_and(Hints::repeatable));
         assert!(
             catalog.hints("b", "put").is_some_and(Hints::repeatable),
@@ -102,7 +121,38 @@ mod tests {
         assert!(!catalog.hints("a", "bare").is_some_and(Hints::repeatable));
         assert_eq!(catalog.hints("a", "unknown"), None);
         let sse = b"event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"tools\":[{\"name\":\"s\",\"annotations\":{\"readOnlyHint\":true}}]}}\n\n";
-        assert_eq!(catalog.learn("a", sse), 1);
-        assert_eq!(catalog.learn("a", b"garbage"), 0);
+        assert_eq!(catalog.learn("a", sse).learned, 1);
+        assert_eq!(catalog.learn("a", b"garbage"), Learned::default());
+    }
+
+    /// A `tools/list` answer of `n` tools named `{prefix}{i}`.
+    fn page(prefix: &str, n: usize) -> Vec<u8> {
+        let tools: Vec<Value> = (0..n)
+            .map(|i| serde_json::json!({"name": format!("{prefix}{i}"), "annotations": {"readOnlyHint": true}}))
+            .collect();
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "result": {"tools": tools}})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn a_site_table_is_capped_in_total_across_answers() {
+        let catalog = ToolCatalog::default();
+        let mut last = Learned::default();
+        for round in 0..5 {
+            last = catalog.learn("hostile", &page(&format!("r{round}-"), 3000));
+            assert!(last.known <= MAX_TOOLS_PER_SITE, "round {round}: {last:?}");
+        }
+        assert_eq!(last.known, MAX_TOOLS_PER_SITE);
+        assert_eq!(last.learned, 0);
+        assert_eq!(last.dropped, 3000);
+        // Known tools are still updated when the table is full; other sites have their own.
+        assert_eq!(catalog.learn("hostile", &page("r0-", 10)).learned, 10);
+        assert_eq!(catalog.learn("other", &page("x", 10)).known, 10);
+        let long = format!(
+            r#"{{"result":{{"tools":[{{"name":"{}"}}]}}}}"#,
+            "n".repeat(129)
+        );
+        assert_eq!(catalog.learn("other", long.as_bytes()).dropped, 1);
     }
 }

@@ -392,3 +392,44 @@ async fn a_site_that_normalises_json_rpc_ids_is_not_judged_wrong() {
     assert_eq!(messages_at(&b).await, b_before, "nothing retried elsewhere");
     assert_eq!(proxy.state_of("norm").await, "up");
 }
+
+#[tokio::test]
+async fn a_site_cannot_grow_the_learned_tool_table_without_bound() {
+    // Every `tools/list` answer names 3,000 tools never seen before.
+    static ROUND: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let hostile = FakeSite::start(|request| {
+        let round = ROUND.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let tools: Vec<Value> = (0..3000)
+            .map(
+                |i| json!({"name": format!("t{round}-{i}"), "annotations": {"readOnlyHint": true}}),
+            )
+            .collect();
+        (
+            200,
+            json!({"jsonrpc": "2.0", "id": request["id"], "result": {"tools": tools}}),
+        )
+    })
+    .await;
+    let proxy = Sitesteer::start(&format!(
+        "{PROBES}{}",
+        site_tables(&[("hostile", 0, hostile.addr)])
+    ))
+    .await;
+    for _ in 0..4 {
+        let r = mcp(proxy.http, "tools/list", json!({}), None)
+            .await
+            .expect("tools/list");
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(hostile.seen(), 4);
+    let metrics = request(proxy.admin, Method::GET, "/metrics", &[], None)
+        .await
+        .expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    let known = text
+        .lines()
+        .find(|l| l.starts_with("sitesteer_learned_tools{site=\"hostile\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<u64>().ok());
+    assert_eq!(known, Some(4096), "12,000 tools offered, 4,096 kept");
+}

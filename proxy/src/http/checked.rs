@@ -562,8 +562,7 @@ impl HttpProxy {
             && Self::mcp_method(session, ctx).is_some_and(|(m, _)| m == "tools/list")
         {
             if let Some(site) = Self::site_name(ctx) {
-                let learned = self.tools.learn(site, &answer.body);
-                tracing::debug!(site, learned, "learned tool annotations");
+                self.learn_tools(site, &answer.body);
             }
         }
         session

@@ -238,6 +238,24 @@ impl HttpProxy {
         ctx.mcp.as_ref().and_then(Option::as_ref)
     }
 
+    /// Learns the tools of `site` from its `tools/list` answer `body`.
+    fn learn_tools(&self, site: &str, body: &[u8]) {
+        let learned = self.tools.learn(site, body);
+        self.metrics
+            .learned_tools
+            .with_label_values(&[site])
+            .set(i64::try_from(learned.known).unwrap_or(i64::MAX));
+        if learned.dropped > 0 {
+            tracing::debug!(
+                site,
+                dropped = learned.dropped,
+                known = learned.known,
+                "tools left out of the site's table: it is full or their names are too long"
+            );
+        }
+        tracing::debug!(site, learned = learned.learned, "learned tool annotations");
+    }
+
     /// Whether the request may be sent again to another site after bytes reached the first.
     fn safe_to_repeat(&self, session: &Session, ctx: &mut RequestState) -> bool {
         if let Some(safe) = ctx.safe_to_repeat {
@@ -651,8 +669,7 @@ impl ProxyHttp for HttpProxy {
             }
             if end_of_stream {
                 if let (Some(buf), Some(site)) = (ctx.tools_answer.take(), Self::site_name(ctx)) {
-                    let learned = self.tools.learn(site, &buf);
-                    tracing::debug!(site, learned, "learned tool annotations");
+                    self.learn_tools(site, &buf);
                 }
             }
         }
