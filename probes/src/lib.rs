@@ -20,7 +20,7 @@ mod window;
 
 pub use in_path::{hang_sink, in_path, in_path_of, SLOW_DELAY};
 pub use observation::{Failure, Observation, SiteId, Source};
-pub use overrides::{Fault, Overrides, SiteOverride};
+pub use overrides::{Fault, Overrides, SiteOverride, UnknownFields};
 pub use owner::{start, HealthHandle, Hooks, Observer, OnPublish, OwnerGone};
 pub use passive::PassiveReporter;
 pub use snapshot::{PassiveCounts, SiteState, SiteView, Snapshot};

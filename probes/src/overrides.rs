@@ -30,9 +30,14 @@ pub enum Fault {
     Blackhole,
 }
 
+/// Fields written by another sitesteer version that this one does not know: kept as they
+/// were and written back, so a rollback or a mixed-version fleet never refuses or loses a
+/// newer version's state.
+pub type UnknownFields = BTreeMap<String, serde_json::Value>;
+
 /// What an operator set for one site.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct SiteOverride {
     /// Weight set at runtime, replacing the configured one.
     pub weight: Option<u32>,
@@ -46,6 +51,9 @@ pub struct SiteOverride {
     pub preferred: bool,
     /// A drill's injected fault.
     pub fault: Option<Fault>,
+    /// Fields of another version, kept.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: UnknownFields,
 }
 
 impl SiteOverride {
@@ -57,10 +65,13 @@ impl SiteOverride {
 
 /// Every site's overrides, by site name.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(default)]
 pub struct Overrides {
     /// By site name; sites without an entry have no override.
     pub sites: BTreeMap<String, SiteOverride>,
+    /// Fields of another version, kept.
+    #[serde(flatten, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unknown: UnknownFields,
 }
 
 impl Overrides {
@@ -72,6 +83,18 @@ impl Overrides {
     /// The override of `site`, created empty when missing.
     pub fn entry(&mut self, site: &str) -> &mut SiteOverride {
         self.sites.entry(site.to_string()).or_default()
+    }
+
+    /// The dotted paths of the fields this version does not know (`sites.a.paused`), for a
+    /// warning.
+    pub fn unknown_fields(&self) -> Vec<String> {
+        let top = self.unknown.keys().cloned();
+        let per_site = self.sites.iter().flat_map(|(name, o)| {
+            o.unknown
+                .keys()
+                .map(move |key| format!("sites.{name}.{key}"))
+        });
+        top.chain(per_site).collect()
     }
 
     /// Drops empty entries.

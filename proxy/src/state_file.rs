@@ -5,6 +5,11 @@
 //! A write goes to a temporary file beside the target, is fsynced, renamed over the target,
 //! and the folder is fsynced, so the file is always either the old or the new state.
 //!
+//! Across versions (a rollback, a mixed-version fleet sharing a file layout): the file
+//! carries its format `version`, and fields this version does not know, at the top or in an
+//! override, are kept as they were and written back, with a warning at start
+//! ([`PersistedState::not_understood`]), never refused.
+//!
 //! Incidents are typed; one that this version cannot read (written by another version, or
 //! edited by hand) does not stop the start and is not dropped: it is kept as it was written,
 //! after the incidents read, in every later save ([`SavedIncidents`]).
@@ -13,7 +18,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sitesteer_probes::Overrides;
+use sitesteer_probes::{Overrides, UnknownFields};
 
 use crate::incidents::Incident;
 
@@ -30,6 +35,41 @@ pub(crate) struct PersistedState {
     pub overrides: Overrides,
     /// Measured failovers, newest first (kept bounded by their owner).
     pub incidents: SavedIncidents,
+    /// Fields of another version, kept.
+    #[serde(flatten, skip_serializing_if = "UnknownFields::is_empty")]
+    pub unknown: UnknownFields,
+}
+
+impl PersistedState {
+    /// What this version reads but does not understand, in words, for a warning: a newer
+    /// format version, and the fields it keeps without knowing them.
+    pub(crate) fn not_understood(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.version > VERSION {
+            out.push(format!(
+                "written in format version {}, newer than this sitesteer's {VERSION}",
+                self.version
+            ));
+        }
+        let fields: Vec<String> = self
+            .unknown
+            .keys()
+            .cloned()
+            .chain(
+                self.overrides
+                    .unknown_fields()
+                    .into_iter()
+                    .map(|f| format!("overrides.{f}")),
+            )
+            .collect();
+        if !fields.is_empty() {
+            out.push(format!(
+                "fields kept but not understood: {}",
+                fields.join(", ")
+            ));
+        }
+        out
+    }
 }
 
 /// The `incidents` of the state file: a JSON array of incidents, newest first, followed by
@@ -154,8 +194,13 @@ impl StateFile {
         }
     }
 
-    /// Writes the state atomically and durably.
+    /// Writes the state atomically and durably, in this version's format (fields of other
+    /// versions kept).
     pub(crate) fn save(&self, state: &PersistedState) -> Result<(), StateError> {
+        let state = &PersistedState {
+            version: VERSION,
+            ..state.clone()
+        };
         let dir = self
             .path
             .parent()
@@ -208,6 +253,40 @@ mod tests {
         assert_eq!(leftovers.len(), 1, "no temporary file left behind");
         std::fs::write(file.path(), b"{not json").unwrap();
         assert!(matches!(file.load(), Err(StateError::Corrupt { .. })));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_newer_file_is_read_and_its_unknown_fields_are_kept() {
+        let dir = std::env::temp_dir().join(format!("sitesteer-state-ver-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = StateFile::new(dir.join("state.json"));
+        let newer = serde_json::json!({
+            "version": 7,
+            "overrides": {"sites": {"a": {"weight": 3, "paused_until": 99}}, "quorum": 2},
+            "incidents": [],
+            "journal": {"kept": true}
+        });
+        std::fs::write(file.path(), newer.to_string()).unwrap();
+        let state = file.load().expect("a newer file is read");
+        assert_eq!(state.overrides.get("a").and_then(|o| o.weight), Some(3));
+        let words = state.not_understood();
+        assert_eq!(words.len(), 2, "{words:?}");
+        assert!(words[0].contains("version 7"), "{words:?}");
+        assert!(
+            words[1].contains("journal")
+                && words[1].contains("overrides.quorum")
+                && words[1].contains("overrides.sites.a.paused_until"),
+            "{words:?}"
+        );
+        file.save(&state).unwrap();
+        let saved: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(file.path()).unwrap()).unwrap();
+        assert_eq!(saved["version"], VERSION);
+        assert_eq!(saved["journal"], newer["journal"]);
+        assert_eq!(saved["overrides"]["quorum"], 2);
+        assert_eq!(saved["overrides"]["sites"]["a"]["paused_until"], 99);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

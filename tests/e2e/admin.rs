@@ -724,3 +724,60 @@ async fn a_foreign_host_is_refused_on_every_admin_request_against_dns_rebinding(
         assert_eq!(r.status, 200, "{host}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_a_newer_version_is_read_and_its_fields_are_kept_after_a_rollback() {
+    let ports = [free_port(), free_port()];
+    let addr = |i: usize| SocketAddr::from(([127, 0, 0, 1], ports[i]));
+    let _a = DemoSite::start("a", ports[0]).await;
+    let _b = DemoSite::start("b", ports[1]).await;
+    let mut proxy = Sitesteer::start(&format!(
+        "{PROBES}{}",
+        sites(&[("a", 0, addr(0)), ("b", 0, addr(1))])
+    ))
+    .await;
+    // A newer sitesteer wrote this before being rolled back to this one.
+    proxy.proc.kill9();
+    let path = proxy.dir.0.join("sitesteer.state.json");
+    let newer = serde_json::json!({
+        "version": 2,
+        "overrides": {"sites": {"a": {"weight": 7, "paused_until_ms": 1893456000000u64}},
+                      "quorum": {"min": 2}},
+        "incidents": [],
+        "journal": [{"at_ms": 1, "actor": "admin-api"}]
+    });
+    std::fs::write(&path, newer.to_string()).expect("state file");
+    let log = proxy.dir.0.join("rollback.log");
+    proxy.proc = start_process(&proxy.dir.0.join("sitesteer.toml"), &log);
+    let admin = proxy.admin;
+    let up = wait_until(Duration::from_secs(15), || async {
+        get(admin, "/healthz").await.is_ok()
+    })
+    .await;
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        up.is_some(),
+        "an older binary starts on a newer file: {}",
+        text()
+    );
+    assert_eq!(
+        site(&ctl_json(admin, &["sites"]), "a")["effective_weight"],
+        7
+    );
+    let warned = text();
+    assert!(
+        warned.contains("format version 2") && warned.contains("overrides.sites.a.paused_until_ms"),
+        "a warning names what is not understood: {warned}"
+    );
+    // A write keeps what this version does not know.
+    assert_eq!(ctl(admin, None, &["drain", "b"]).0, 0);
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(&path).expect("state file")).expect("JSON");
+    assert_eq!(saved["overrides"]["sites"]["b"]["drained"], true);
+    assert_eq!(
+        saved["overrides"]["sites"]["a"]["paused_until_ms"],
+        1893456000000u64
+    );
+    assert_eq!(saved["overrides"]["quorum"], newer["overrides"]["quorum"]);
+    assert_eq!(saved["journal"], newer["journal"]);
+}

@@ -81,12 +81,38 @@ pub(crate) struct StoredOverrides {
     pub overrides: Overrides,
     /// The change that wrote this value.
     pub change: Option<ChangeNote>,
+    /// Fields of another sitesteer version, kept.
+    #[serde(
+        flatten,
+        skip_serializing_if = "sitesteer_probes::UnknownFields::is_empty"
+    )]
+    pub unknown: sitesteer_probes::UnknownFields,
 }
 
 impl StoredOverrides {
-    /// Parses a stored value.
-    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, serde_json::Error> {
-        serde_json::from_slice(bytes)
+    /// Parses a stored value. A value of another sitesteer version (a newer format version,
+    /// fields this one does not know) is read, with a warning naming `key` and what is not
+    /// understood, so that a mixed-version fleet keeps following each other's changes.
+    pub(crate) fn decode(bytes: &[u8], key: &str) -> Result<Self, serde_json::Error> {
+        let stored: Self = serde_json::from_slice(bytes)?;
+        let mut fields: Vec<String> = stored.unknown.keys().cloned().collect();
+        fields.extend(
+            stored
+                .overrides
+                .unknown_fields()
+                .into_iter()
+                .map(|f| format!("overrides.{f}")),
+        );
+        if stored.version > VERSION || !fields.is_empty() {
+            tracing::warn!(
+                key,
+                version = stored.version,
+                understood = VERSION,
+                not_understood = %fields.join(", "),
+                "the fleet's overrides were written by another sitesteer version: applied what this version knows"
+            );
+        }
+        Ok(stored)
     }
 
     /// The stored form.
@@ -201,9 +227,16 @@ mod tests {
             site: Some("x".into()),
             ..Default::default()
         });
-        assert_eq!(StoredOverrides::decode(&doc.encode()).unwrap(), doc);
+        assert_eq!(StoredOverrides::decode(&doc.encode(), "k").unwrap(), doc);
         let event = doc.change.as_ref().map(ChangeNote::event).unwrap();
         assert_eq!(event.actor, "admin-api@i1");
-        assert!(StoredOverrides::decode(b"{nope").is_err());
+        assert!(StoredOverrides::decode(b"{nope", "k").is_err());
+        // A newer instance's value is applied, its unknown fields kept in the overrides.
+        let newer = br#"{"version":2,"overrides":{"sites":{"a":{"drained":true,"paused":1}}},"lease_hint":5}"#;
+        let stored = StoredOverrides::decode(newer, "k").expect("read");
+        assert!(stored.overrides.get("a").is_some_and(|o| o.drained));
+        assert_eq!(stored.overrides.unknown_fields(), ["sites.a.paused"]);
+        let again = serde_json::to_value(&stored.overrides).expect("json");
+        assert_eq!(again["sites"]["a"]["paused"], 1, "written back");
     }
 }

@@ -209,7 +209,7 @@ impl Cluster {
                 seeded: false,
             });
         };
-        let stored = StoredOverrides::decode(&kv.value).map_err(|e| {
+        let stored = StoredOverrides::decode(&kv.value, &kv.key).map_err(|e| {
             EtcdError::Garbled(format!(
                 "{} at revision {} is not sitesteer's overrides: {e}",
                 kv.key, kv.mod_revision
@@ -235,6 +235,7 @@ impl Cluster {
             version: doc::VERSION,
             overrides: shared(local),
             change: None,
+            unknown: Default::default(),
         };
         match self.etcd.put_if(&key, &stored.encode(), 0).await? {
             PutIf::Stored(rev) => {
@@ -269,6 +270,9 @@ impl Cluster {
             version: doc::VERSION,
             overrides: shared(next),
             change: Some(ChangeNote::of(change, &self.instance)),
+            // The overrides carry the fields of other versions they were read with; the
+            // document's own are each writer's (its change note).
+            unknown: Default::default(),
         };
         let outcome = self
             .etcd

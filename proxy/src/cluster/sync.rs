@@ -127,7 +127,7 @@ async fn session(
                     let fetched = if event.deleted {
                         Fetched { overrides: Overrides::default(), change: None, mod_revision: 0, revision: event.kv.mod_revision, seeded: false }
                     } else {
-                        match StoredOverrides::decode(&event.kv.value) {
+                        match StoredOverrides::decode(&event.kv.value, &key) {
                             Ok(stored) => Fetched { overrides: stored.overrides, change: c.foreign(stored.change), mod_revision: event.kv.mod_revision, revision: event.kv.mod_revision, seeded: false },
                             Err(e) => {
                                 tracing::warn!(key = %key, revision = event.kv.mod_revision, error = %e, "ignored an overrides value that is not understood");

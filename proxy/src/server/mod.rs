@@ -157,6 +157,10 @@ impl Files {
         let secrets = Secrets::open(config)?;
         let state_file = StateFile::new(&config.state_file);
         let persisted = state_file.load()?;
+        for note in persisted.not_understood() {
+            // Another version's state: read, kept and written back, never refused.
+            tracing::warn!(path = %state_file.path().display(), "state file {note}");
+        }
         let files = Self {
             tls,
             secrets,
