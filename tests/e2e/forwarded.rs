@@ -346,3 +346,98 @@ async fn proxy_protocol_from_a_trusted_balancer_names_the_client_on_http_and_tcp
     }
     drop(demo);
 }
+
+/// On TLS listeners the PROXY header comes before the ClientHello: it is read from the raw
+/// socket before the handshake, and the site sees the header's client with `https`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_protocol_comes_before_the_tls_handshake() {
+    use tokio_rustls::rustls::pki_types::ServerName;
+
+    let echo = EchoSite::start().await;
+    let ports = [free_port(), free_port()];
+    let demo = DemoSite::start_with_tcp("t", ports[0], ports[1]).await;
+    let pki = crate::tls::Pki::new("sitesteer test CA");
+    let files = crate::harness::Scratch::new("pp-tls");
+    let (cert, key) = pki.leaf(&["localhost"]);
+    let cert_file = crate::tls::put(&files.0, "cert.pem", &cert);
+    let key_file = crate::tls::put(&files.0, "key.pem", &key);
+    let tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = proxy_for(
+        &echo,
+        &format!("trusted_proxies = [\"127.0.0.1/32\"]\nproxy_protocol = [\"http\", \"tcp\"]\n\n[tls]\ncert_file = \"{cert_file}\"\nkey_file = \"{key_file}\""),
+        Some((tcp, SocketAddr::from(([127, 0, 0, 1], ports[1])))),
+    )
+    .await;
+    let tls = crate::tls::client(&pki.ca_pem(), tokio_rustls::rustls::DEFAULT_VERSIONS);
+    let name = || ServerName::try_from("localhost").expect("name");
+
+    // HTTPS behind PROXY v1.
+    let mut conn = connect_from(LOCAL, proxy.http).await;
+    conn.write_all(b"PROXY TCP4 203.0.113.77 10.0.0.1 40000 443\r\n")
+        .await
+        .expect("header");
+    let mut conn = tls
+        .connect(name(), conn)
+        .await
+        .expect("TLS after the PROXY header");
+    conn.write_all(FORGED).await.expect("request");
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), conn.read_to_string(&mut answer)).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{answer}; log:\n{}",
+        proxy.log()
+    );
+    seen(&answer, "x-forwarded-for", "203.0.113.77");
+    seen(&answer, "forwarded", "for=203.0.113.77;proto=https");
+    seen(&answer, "x-forwarded-proto", "https");
+
+    // TLS over raw TCP behind PROXY v2.
+    let mut conn = connect_from(LOCAL, tcp).await;
+    conn.write_all(&v2(
+        "198.51.100.77:40001".parse().unwrap(),
+        "10.0.0.1:7000".parse().unwrap(),
+    ))
+    .await
+    .expect("header");
+    let mut conn = tls
+        .connect(name(), conn)
+        .await
+        .expect("TLS after the v2 header");
+    conn.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"ping\"}\n")
+        .await
+        .expect("ping");
+    let mut line = String::new();
+    let _ = tokio::time::timeout(
+        Duration::from_secs(5),
+        BufReader::new(&mut conn).read_line(&mut line),
+    )
+    .await;
+    assert!(line.contains("\"id\":8"), "{line:?}; log:\n{}", proxy.log());
+    drop(conn);
+    let logged = wait_until(Duration::from_secs(5), || async {
+        proxy
+            .log()
+            .lines()
+            .any(|l| l.contains("tcp connection ended") && l.contains("198.51.100.77:40001"))
+    })
+    .await;
+    assert!(logged.is_some(), "no tcp log line; log:\n{}", proxy.log());
+
+    // From an untrusted peer the header is refused before any handshake.
+    for addr in [proxy.http, tcp] {
+        let mut conn = connect_from(OTHER, addr).await;
+        conn.write_all(b"PROXY TCP4 203.0.113.78 10.0.0.1 40000 443\r\n")
+            .await
+            .expect("header");
+        let refused = tls.connect(name(), conn).await;
+        assert!(refused.is_err(), "TLS after an untrusted PROXY header");
+    }
+    for listener in ["http", "tcp"] {
+        let series = format!(
+            "sitesteer_refused_total{{listener=\"{listener}\",reason=\"proxy_untrusted\"}}"
+        );
+        assert_eq!(metric(&proxy, &series).await, 1, "{series}");
+    }
+    drop(demo);
+}
