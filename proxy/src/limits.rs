@@ -5,11 +5,15 @@
 //!   (the excess gets `503` and a close at once), and reads each HTTP/1 request head itself
 //!   under a deadline before pingora parses it: a request line over `max_request_line` is
 //!   `414`, a head over `max_header_bytes` or with more than `max_headers` fields is `431`,
-//!   a head that does not arrive within `header_timeout` is `408` (slowloris), and an idle
-//!   keep-alive connection is closed after `keepalive_timeout`. The bytes read go to pingora
-//!   as the session's prefix, so nothing is parsed twice from the socket.
+//!   a head that does not arrive within `header_timeout` is `408` (slowloris), a head RFC
+//!   9112 forbids ([`Malformed`]: control characters, bare CRs, line folding) is `400` as
+//!   soon as the bad byte arrives, and an idle keep-alive connection is closed after
+//!   `keepalive_timeout`. The bytes read go to pingora as the session's prefix, so nothing
+//!   is parsed twice from the socket.
 //! - [`TcpGate`] counts the TCP listener's connections; the excess gets one JSON-RPC error
 //!   line and a close.
+//! - Both gates first let `crate::proxy_protocol` read (or refuse) a PROXY header on a plain
+//!   connection, under the same `header_timeout`.
 //! - The HTTP proxy (`crate::http`) answers `413` for bodies over `max_body_bytes` (from
 //!   `Content-Length` before anything is sent upstream, or by counting a chunked body) and
 //!   `408` when a body pauses longer than `body_timeout`.
