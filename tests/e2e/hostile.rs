@@ -517,7 +517,15 @@ fn every_broken_config_is_refused_by_check_naming_its_key() {
 async fn heads_with_control_characters_or_bare_crs_get_400_at_once_and_reach_no_site() {
     let echo = EchoSite::start().await;
     let proxy = proxy_for(&echo, "", None).await;
-    let cases: [(&str, &[u8]); 16] = [
+    let cases: [(&str, &[u8]); 18] = [
+        (
+            "a PROXY v1 header where proxy_protocol is off",
+            b"PROXY TCP4 203.0.113.9 10.0.0.1 1 2\r\nGET /health HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a PROXY v2 header where proxy_protocol is off",
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x09\x0a\x00\x00\x01\xdc\x04\x01\xbbGET /health HTTP/1.1\r\n\r\n",
+        ),
         (
             "a 0x01 in the target",
             b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",

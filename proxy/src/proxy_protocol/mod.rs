@@ -7,8 +7,11 @@
 //! - a trusted peer on a listener that expects the header must send one, within
 //!   `limits.header_timeout` of the accept; a connection without one (or with a broken one)
 //!   is closed, with a warning naming the peer;
-//! - anyone else who opens with a PROXY signature is closed (the header would be a forged
-//!   client address), counted and logged at debug level; other bytes pass untouched.
+//! - anyone else who opens with a PROXY signature there is closed (the header would be a
+//!   forged client address), counted and logged at debug level; other bytes pass untouched.
+//!
+//! On a listener not in `proxy.proxy_protocol` nothing is read: a PROXY header on HTTP is a
+//! malformed request line (`400`, `crate::limits`), on TCP bytes like any others.
 //!
 //! The header is read before anything else: on a TLS listener from the raw socket before
 //! the handshake ([`PreTls`], pingora's pre-TLS hook), on a plain listener by the listener's
@@ -239,8 +242,10 @@ async fn check(
 
 /// The gate's check on a plain (not TLS) connection of `listener`, with `deadline` from the
 /// accept: the stream to go on with, or `None` when it was refused and is to be dropped. A
-/// TLS connection passes unchecked: [`PreTls`] read its start before the handshake. On
-/// `listen.tcp` without `proxy_protocol` nothing is read (bytes pass as they come).
+/// TLS connection passes unchecked: [`PreTls`] read its start before the handshake. On a
+/// listener not in `proxy_protocol` nothing is read, at no cost per connection: on HTTP a
+/// PROXY header is a malformed request line there (`400` from the head scan), on TCP its
+/// bytes pass to the site like any others.
 pub async fn on_plain(
     stream: Stream,
     listener: Listener,
@@ -248,7 +253,7 @@ pub async fn on_plain(
     metrics: &Metrics,
     deadline: Instant,
 ) -> Option<Stream> {
-    if listener == Listener::Tcp && !listener.expects_header(config) {
+    if !listener.expects_header(config) {
         return Some(stream);
     }
     if !stream.as_any().is::<L4Stream>() {
