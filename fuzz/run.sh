@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 SECONDS_EACH="${FUZZ_SECONDS:-60}"
 SANITIZER="${FUZZ_SANITIZER:-none}"
 RSS_MB="${FUZZ_RSS_MB:-2048}"
-ALL=(config_parse tcp_framing session_decode http_head dns_request dns_udp)
+ALL=(config_parse tcp_framing session_decode http_head dns_request dns_udp proxy_header)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 

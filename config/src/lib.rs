@@ -12,6 +12,7 @@ pub mod cron;
 mod defaults;
 mod duration;
 mod error;
+mod forwarding;
 mod locate;
 mod model;
 mod raw;
@@ -25,6 +26,7 @@ pub use cron::{civil_from_days, format_utc_ms};
 pub use defaults::*;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, ConfigErrors};
+pub use forwarding::{ProxyProtocol, TrustedProxies};
 pub use model::*;
 
 use locate::Locator;

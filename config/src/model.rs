@@ -341,6 +341,15 @@ pub struct ProxySettings {
     /// listening sockets of the running one on `SIGQUIT`. Both must use the same path.
     /// Default `sitesteer.upgrade.sock` beside the state file.
     pub upgrade_sock: PathBuf,
+
+    // Forwarded client addresses (`crate::forwarding`).
+    /// Peers whose `X-Forwarded-For` / `Forwarded` / `X-Forwarded-Proto` are kept and
+    /// appended to (from anyone else they are replaced), and whose PROXY protocol headers
+    /// are believed. Default: none.
+    pub trusted_proxies: crate::TrustedProxies,
+    /// Listeners on which trusted peers must send a PROXY protocol (v1 or v2) header before
+    /// anything else. Default: none.
+    pub proxy_protocol: crate::ProxyProtocol,
 }
 
 /// `[limits]`: what one client may send and hold open. Every limit answers with a clear

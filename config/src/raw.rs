@@ -134,6 +134,9 @@ pub(crate) struct RawProxy {
     pub close_grace: Option<String>,
     pub session_key_file: Option<String>,
     pub upgrade_sock: Option<String>,
+    // Forwarded client addresses (`crate::forwarding`).
+    pub trusted_proxies: Option<Vec<String>>,
+    pub proxy_protocol: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -61,6 +61,16 @@ pub(crate) fn validate(raw: RawConfig, base_dir: &Path, p: &mut Problems) -> Opt
     let health = health(&raw.health, p);
     let mut proxy = proxy(&raw.proxy, base_dir, p);
     proxy.upgrade_sock = upgrade_sock(raw.proxy.upgrade_sock.as_deref(), base_dir, &state_file, p);
+    proxy.trusted_proxies = crate::forwarding::trusted_proxies(
+        raw.proxy.trusted_proxies.as_deref(),
+        &mut |path, message| p.add(path, message),
+    );
+    proxy.proxy_protocol = crate::forwarding::proxy_protocol(
+        raw.proxy.proxy_protocol.as_deref(),
+        listen.as_ref().map(|l| (l.http.is_some(), l.tcp.is_some())),
+        &proxy.trusted_proxies,
+        &mut |path, message| p.add(path, message),
+    );
     let dns = raw.dns.as_ref().map(|r| dns(r, base_dir, p));
     let geo = geo(&raw.geo, p);
     let cluster = raw.cluster.as_ref().map(|r| cluster(r, base_dir, p));
@@ -778,6 +788,9 @@ fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
             p,
         ),
         upgrade_sock: PathBuf::new(), // set by `upgrade_sock`: its default follows state_file
+        // Set by `forwarding` (proxy_protocol needs the listeners).
+        trusted_proxies: Default::default(),
+        proxy_protocol: Default::default(),
         session_key_file: anchor(
             base_dir,
             raw.session_key_file

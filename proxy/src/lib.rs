@@ -24,6 +24,7 @@ pub mod metrics;
 mod objectives;
 mod observe;
 mod operator;
+pub mod proxy_protocol;
 mod restart;
 mod secrets;
 mod server;

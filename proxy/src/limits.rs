@@ -5,11 +5,15 @@
 //!   (the excess gets `503` and a close at once), and reads each HTTP/1 request head itself
 //!   under a deadline before pingora parses it: a request line over `max_request_line` is
 //!   `414`, a head over `max_header_bytes` or with more than `max_headers` fields is `431`,
-//!   a head that does not arrive within `header_timeout` is `408` (slowloris), and an idle
-//!   keep-alive connection is closed after `keepalive_timeout`. The bytes read go to pingora
-//!   as the session's prefix, so nothing is parsed twice from the socket.
+//!   a head that does not arrive within `header_timeout` is `408` (slowloris), a head RFC
+//!   9112 forbids ([`Malformed`]: control characters, bare CRs, line folding) is `400` as
+//!   soon as the bad byte arrives, and an idle keep-alive connection is closed after
+//!   `keepalive_timeout`. The bytes read go to pingora as the session's prefix, so nothing
+//!   is parsed twice from the socket.
 //! - [`TcpGate`] counts the TCP listener's connections; the excess gets one JSON-RPC error
 //!   line and a close.
+//! - Both gates first let `crate::proxy_protocol` read (or refuse) a PROXY header on a plain
+//!   connection, under the same `header_timeout`.
 //! - The HTTP proxy (`crate::http`) answers `413` for bodies over `max_body_bytes` (from
 //!   `Content-Length` before anything is sent upstream, or by counting a chunked body) and
 //!   `408` when a body pauses longer than `body_timeout`.
@@ -37,6 +41,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::metrics::Metrics;
+use crate::proxy_protocol::{self, Listener};
 
 /// How long a refusal may take to write.
 const WRITE_REFUSAL: Duration = Duration::from_secs(1);
@@ -60,6 +65,86 @@ pub enum Refusal {
     HeaderTimeout,
     /// The listener already holds `max_connections` connections (`503`).
     Connections,
+    /// The head breaks RFC 9112's syntax in a way that must not reach a site (`400`).
+    Malformed(Malformed),
+}
+
+/// A request head that RFC 9112 says to refuse, found by [`HeadScan`] as the bytes arrive
+/// (so a head that would never end, such as one whose lines end in a bare CR, is refused at
+/// once instead of at `header_timeout`). Other syntax errors are pingora's (also `400`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// A CR not followed by LF anywhere in the head (RFC 9112 section 2.2).
+    BareCr,
+    /// A control character (0x00-0x1F, 0x7F) in the request line: none is allowed in a
+    /// method, a request target (RFC 3986) or a version.
+    RequestLineControl,
+    /// A request line that is not `method SP target SP version` (a space inside the target,
+    /// which pingora would otherwise percent-encode and pass on; RFC 9112 section 3).
+    RequestLineShape,
+    /// A control character other than HTAB (NUL included) in a header line (RFC 9110
+    /// section 5.5).
+    HeaderControl,
+    /// A header line that starts with whitespace: obsolete line folding (RFC 9112
+    /// section 5.2), or whitespace before the first field name.
+    ObsFold,
+}
+
+impl Malformed {
+    fn message(self) -> &'static str {
+        match self {
+            Malformed::BareCr => "malformed request head: a CR not followed by LF",
+            Malformed::RequestLineControl => {
+                "malformed request head: a control character in the request line"
+            }
+            Malformed::RequestLineShape => {
+                "malformed request head: the request line is not method, target and version separated by single spaces"
+            }
+            Malformed::HeaderControl => {
+                "malformed request head: a control character in a header field"
+            }
+            Malformed::ObsFold => {
+                "malformed request head: a header line that starts with whitespace (line folding)"
+            }
+        }
+    }
+}
+
+/// Checks a complete request line (its `\r\n` or `\n` removed).
+fn check_request_line(line: &[u8]) -> Result<(), Malformed> {
+    line.iter().try_for_each(|&b| request_line_byte(b))?;
+    let mut parts = line.split(|&b| b == b' ');
+    let shaped = parts.by_ref().take(3).all(|p| !p.is_empty()) && parts.next().is_none();
+    if shaped && line.iter().filter(|&&b| b == b' ').count() == 2 {
+        Ok(())
+    } else {
+        Err(Malformed::RequestLineShape)
+    }
+}
+
+fn request_line_byte(b: u8) -> Result<(), Malformed> {
+    match b {
+        b'\r' => Err(Malformed::BareCr),
+        0..=0x1f | 0x7f => Err(Malformed::RequestLineControl),
+        _ => Ok(()),
+    }
+}
+
+/// Checks a complete header line (its `\r\n` or `\n` removed; not empty).
+fn check_header_line(line: &[u8]) -> Result<(), Malformed> {
+    if matches!(line.first(), Some(b' ' | b'\t')) {
+        return Err(Malformed::ObsFold);
+    }
+    line.iter().try_for_each(|&b| header_byte(b))
+}
+
+fn header_byte(b: u8) -> Result<(), Malformed> {
+    match b {
+        b'\r' => Err(Malformed::BareCr),
+        b'\t' => Ok(()),
+        0..=0x1f | 0x7f => Err(Malformed::HeaderControl),
+        _ => Ok(()),
+    }
 }
 
 impl Refusal {
@@ -70,6 +155,7 @@ impl Refusal {
             Refusal::HeadBytes | Refusal::Headers => 431,
             Refusal::HeaderTimeout => 408,
             Refusal::Connections => 503,
+            Refusal::Malformed(_) => 400,
         }
     }
 
@@ -81,6 +167,7 @@ impl Refusal {
             Refusal::Headers => "headers",
             Refusal::HeaderTimeout => "header_timeout",
             Refusal::Connections => "connections",
+            Refusal::Malformed(_) => "malformed_head",
         }
     }
 
@@ -92,6 +179,7 @@ impl Refusal {
             Refusal::Headers => "more header fields than limits.max_headers",
             Refusal::HeaderTimeout => "request head not received within limits.header_timeout",
             Refusal::Connections => "too many open connections (limits.max_connections)",
+            Refusal::Malformed(m) => m.message(),
         }
     }
 
@@ -101,6 +189,7 @@ impl Refusal {
             Refusal::HeadBytes | Refusal::Headers => "Request Header Fields Too Large",
             Refusal::HeaderTimeout => "Request Timeout",
             Refusal::Connections => "Service Unavailable",
+            Refusal::Malformed(_) => "Bad Request",
         }
     }
 
@@ -134,15 +223,19 @@ pub enum Scan {
 }
 
 /// Incremental scan of an HTTP/1 request head for the size limits: the request line, the
-/// number of header fields and the total size. It does not validate the syntax (pingora
-/// does, answering `400`); it only finds where the head ends. Lines end with `\n`, with or
-/// without `\r`; empty lines before the request line are skipped, as RFC 9112 allows.
+/// number of header fields and the total size, and for the bytes RFC 9112 forbids that
+/// must never reach a site ([`Malformed`]: bare CRs, control characters, line folding),
+/// each byte checked once as it arrives. The rest of the syntax is pingora's (`400`); this
+/// finds where the head ends. Lines end with `\n`, with or without `\r`; empty lines
+/// before the request line are skipped, as RFC 9112 allows.
 #[derive(Clone, Debug, Default)]
 pub struct HeadScan {
     scanned: usize,
     line_start: usize,
     request_line_seen: bool,
     headers: usize,
+    /// Bytes of the unfinished line before this offset passed [`Malformed`]'s checks.
+    checked: usize,
 }
 
 impl HeadScan {
@@ -164,6 +257,9 @@ impl HeadScan {
                 if line.len() > limits.max_request_line {
                     return Scan::Refused(Refusal::RequestLine);
                 }
+                if let Err(m) = check_request_line(line) {
+                    return Scan::Refused(Refusal::Malformed(m));
+                }
                 self.request_line_seen = true;
             } else if line.is_empty() {
                 if end + 1 > limits.max_header_bytes {
@@ -175,12 +271,18 @@ impl HeadScan {
                 if self.headers > limits.max_headers {
                     return Scan::Refused(Refusal::Headers);
                 }
+                if let Err(m) = check_header_line(line) {
+                    return Scan::Refused(Refusal::Malformed(m));
+                }
             }
             if self.scanned > limits.max_header_bytes {
                 return Scan::Refused(Refusal::HeadBytes);
             }
         }
         self.scanned = self.scanned.max(buf.len());
+        if let Err(m) = self.check_pending(buf) {
+            return Scan::Refused(Refusal::Malformed(m));
+        }
         // A pending `\r` may be the start of the line's ending, which does not count
         // (found by fuzzing: fuzz/regressions/http_head).
         let pending = buf.get(self.line_start..).unwrap_or_default();
@@ -192,6 +294,31 @@ impl HeadScan {
             return Scan::Refused(Refusal::HeadBytes);
         }
         Scan::Partial
+    }
+}
+
+impl HeadScan {
+    /// Checks the new bytes of the unfinished line, so that a head that breaks the syntax
+    /// is refused before its line ends (a head of bare CRs never would). A CR at the very
+    /// end may still be followed by its LF: it waits for the next read.
+    fn check_pending(&mut self, buf: &[u8]) -> Result<(), Malformed> {
+        let from = self.checked.max(self.line_start);
+        for (i, &b) in buf.iter().enumerate().skip(from) {
+            if b == b'\r' && i + 1 == buf.len() {
+                self.checked = i;
+                return Ok(());
+            }
+            if !self.request_line_seen {
+                request_line_byte(b)?;
+            } else {
+                if i == self.line_start && matches!(b, b' ' | b'\t') {
+                    return Err(Malformed::ObsFold);
+                }
+                header_byte(b)?;
+            }
+        }
+        self.checked = buf.len();
+        Ok(())
     }
 }
 
@@ -246,7 +373,8 @@ impl Drop for ConnSlot {
     }
 }
 
-fn peer_of(stream: &Stream) -> String {
+/// The client address of `stream` for logs (a PROXY header's, when one was accepted).
+pub(crate) fn peer_of(stream: &Stream) -> String {
     stream
         .get_socket_digest()
         .and_then(|d| {
@@ -399,13 +527,20 @@ where
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let accepted = Instant::now();
-        let limits = self.health.snapshot().config.limits.clone();
+        let config = self.health.snapshot().config.clone();
+        let limits = config.limits.clone();
         let Some(_slot) = self.open.acquire(limits.max_connections) else {
             let peer = peer_of(&stream);
             self.refused(Refusal::Connections, &peer);
             answer_and_close(&mut stream, &Refusal::Connections.response(), LINGER_EXCESS).await;
             return None;
         };
+        // A PROXY header first (from a trusted proxy) or none at all; the TLS listener's
+        // was read before its handshake.
+        let deadline = accepted + limits.header_timeout;
+        let mut stream =
+            proxy_protocol::on_plain(stream, Listener::Http, &config, &self.metrics, deadline)
+                .await?;
         let h2 = matches!(stream.selected_alpn_proto(), Some(ALPN::H2));
         let custom = matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_)));
         if h2 || custom {
@@ -512,7 +647,8 @@ where
         mut stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let max = self.health.snapshot().config.limits.max_connections;
+        let config = self.health.snapshot().config.clone();
+        let max = config.limits.max_connections;
         let Some(_slot) = self.open.acquire(max) else {
             let peer = peer_of(&stream);
             tracing::debug!(
@@ -528,6 +664,10 @@ where
             answer_and_close(&mut stream, TCP_REFUSAL, LINGER_EXCESS).await;
             return None;
         };
+        let deadline = Instant::now() + config.limits.header_timeout;
+        let stream =
+            proxy_protocol::on_plain(stream, Listener::Tcp, &config, &self.metrics, deadline)
+                .await?;
         self.inner.process_new(stream, shutdown).await
     }
 
@@ -718,15 +858,92 @@ mod tests {
             Refusal::Headers,
             Refusal::HeaderTimeout,
             Refusal::Connections,
+            Refusal::Malformed(Malformed::BareCr),
+            Refusal::Malformed(Malformed::RequestLineControl),
+            Refusal::Malformed(Malformed::RequestLineShape),
+            Refusal::Malformed(Malformed::HeaderControl),
+            Refusal::Malformed(Malformed::ObsFold),
         ] {
             let text = String::from_utf8(r.response()).unwrap();
             assert!(text.starts_with(&format!("HTTP/1.1 {} ", r.status())));
             let (head, body) = text.split_once("\r\n\r\n").unwrap();
             assert!(head.contains(&format!("content-length: {}", body.len())));
             assert!(serde_json::from_str::<serde_json::Value>(body).is_ok());
-            assert!(body.contains("limits."), "{body}");
+            match r {
+                Refusal::Malformed(_) => assert!(body.contains("malformed request head")),
+                _ => assert!(body.contains("limits."), "{body}"),
+            }
         }
         assert!(serde_json::from_slice::<serde_json::Value>(TCP_REFUSAL).is_ok());
+    }
+
+    #[test]
+    fn heads_rfc_9112_forbids_are_refused_as_their_bytes_arrive() {
+        let l = Limits::default();
+        let bad = |m| Scan::Refused(Refusal::Malformed(m));
+        let cases: [(&[u8], Malformed); 14] = [
+            (
+                b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+                Malformed::RequestLineControl,
+            ),
+            (
+                b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n",
+                Malformed::RequestLineControl,
+            ),
+            (
+                b"GET /a\x00b HTTP/1.1\r\n\r\n",
+                Malformed::RequestLineControl,
+            ),
+            (b"GET /a\tb HTTP/1.1\r\n\r\n", Malformed::RequestLineControl),
+            (b"GET /a b HTTP/1.1\r\n\r\n", Malformed::RequestLineShape),
+            (b"GET  / HTTP/1.1\r\n\r\n", Malformed::RequestLineShape),
+            (b"GET / HTTP/1.1 \r\n\r\n", Malformed::RequestLineShape),
+            (b"GET /\r\n\r\n", Malformed::RequestLineShape),
+            // Lines ending in a bare CR: no LF ever comes.
+            (b"GET / HTTP/1.1\rHost: a\r\r", Malformed::BareCr),
+            (b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", Malformed::BareCr),
+            (b"GET / HTTP/1.1\r\nHost: a\r\r\n\r\n", Malformed::BareCr),
+            (
+                b"GET / HTTP/1.1\r\nX: a\x00b\r\n\r\n",
+                Malformed::HeaderControl,
+            ),
+            (
+                b"GET / HTTP/1.1\r\nX: a\x1bb\r\n\r\n",
+                Malformed::HeaderControl,
+            ),
+            (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", Malformed::ObsFold),
+        ];
+        for (head, why) in cases {
+            assert_eq!(
+                scan_all(head, &l),
+                bad(why),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+            // And byte by byte: refused as soon as the bad byte (and the one after a CR) is in.
+            let mut scan = HeadScan::default();
+            let at = (1..=head.len())
+                .find(|&n| scan.feed(&head[..n], &l) != Scan::Partial)
+                .expect("refused");
+            assert_eq!(HeadScan::default().feed(&head[..at], &l), bad(why));
+        }
+        // The bare-CR head is refused before any LF arrives.
+        let bare = b"GET / HTTP/1.1\rH";
+        assert_eq!(scan_all(bare, &l), bad(Malformed::BareCr));
+        // What is fine: a tab inside a value, bytes past 0x7f, a CR that waits for its LF.
+        for ok in [
+            &b"GET / HTTP/1.1\r\nX: a\tb\r\n\r\n"[..],
+            b"GET /caf\xc3\xa9 HTTP/1.1\r\nX: \xc3\xa9\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\n\n",
+        ] {
+            assert!(matches!(scan_all(ok, &l), Scan::Complete(_)), "{ok:?}");
+        }
+        assert_eq!(scan_all(b"GET / HTTP/1.1\r", &l), Scan::Partial);
+        // The body is not the head's: control bytes after the empty line are not looked at.
+        assert!(matches!(
+            scan_all(b"POST / HTTP/1.1\r\n\r\n\x00\r\x01", &l),
+            Scan::Complete(19)
+        ));
     }
 
     #[test]
@@ -755,7 +972,7 @@ mod tests {
     proptest! {
         #[test]
         fn scanning_in_pieces_agrees_with_scanning_at_once(
-            bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), Just(b':')], 0..300),
+            bytes in proptest::collection::vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b'a'), Just(b':'), Just(b' '), Just(0u8)], 0..300),
             cut in 0usize..300,
         ) {
             let l = small();

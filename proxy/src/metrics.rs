@@ -66,6 +66,9 @@ pub struct Metrics {
     pub learned_tools: IntGaugeVec,
     /// Open client connections by listener (`http`, `tcp`), as of the last accept.
     pub listener_connections: IntGaugeVec,
+    /// PROXY protocol headers accepted from trusted proxies, by listener and version
+    /// (`v1`, `v2`).
+    pub proxy_protocol: IntCounterVec,
     site_availability_window: GaugeVec,
     /// Recovery objectives by site and objective (`shift_time_seconds`, `failed_requests`,
     /// `availability`): the target, the last measured value and whether it was met.
@@ -198,9 +201,10 @@ impl Metrics {
             cluster_connected: IntGauge::new("sitesteer_cluster_connected", "1 while the cluster store (etcd) answers; 0 while serving the last known operator state.").expect("valid metric"),
             cluster_writes: IntCounterVec::new(Opts::new("sitesteer_cluster_writes_total", "Writes of operator overrides to the cluster store, by result."), &["result"]).expect("valid metric"),
             cluster_updates: IntCounter::new("sitesteer_cluster_updates_total", "Changes of the fleet's operator overrides applied from the cluster store.").expect("valid metric"),
-            refused: build(r, IntCounterVec::new(Opts::new("sitesteer_refused_total", "Requests and connections refused by [limits], by listener and reason."), &["listener", "reason"]).expect("valid metric")),
+            refused: build(r, IntCounterVec::new(Opts::new("sitesteer_refused_total", "Requests and connections refused by [limits], for a malformed request head or by the PROXY protocol rules, by listener and reason."), &["listener", "reason"]).expect("valid metric")),
             learned_tools: build(r, IntGaugeVec::new(Opts::new("sitesteer_learned_tools", "Tools whose annotations sitesteer learned from tools/list answers, by site (capped per site)."), &["site"]).expect("valid metric")),
             listener_connections: build(r, IntGaugeVec::new(Opts::new("sitesteer_listener_connections", "Open client connections by listener, as of the last accept."), &["listener"]).expect("valid metric")),
+            proxy_protocol: build(r, IntCounterVec::new(Opts::new("sitesteer_proxy_protocol_headers_total", "PROXY protocol headers accepted from proxy.trusted_proxies, by listener and version."), &["listener", "version"]).expect("valid metric")),
             objectives: build(r, GaugeVec::new(Opts::new("sitesteer_objective", "Recovery objectives per site: target, measured (last incident, or 1d availability) and met (1/0)."), &["site", "objective", "value"]).expect("valid metric")),
             site_availability_window: build(r, GaugeVec::new(Opts::new("sitesteer_site_availability_ratio", "Share of successful probes over 5m, 1h and 1d windows (the SLO figure)."), &["site", "window"]).expect("valid metric")),
             site_state: build(r, IntGaugeVec::new(Opts::new("sitesteer_site_state", "1 for the state the site is in."), &["site", "state"]).expect("valid metric")),

@@ -114,6 +114,8 @@ impl ServerApp for TcpProxy {
         // On shutdown or upgrade the connection goes on until either side closes it; the
         // drain ends the process at proxy.drain_timeout at the latest.
         let _in_flight = crate::restart::InFlight::start();
+        // The client's address: a PROXY header's when a trusted balancer sent one.
+        let peer = crate::limits::peer_of(&client);
         let Some((site, mut upstream)) = self.connect().await else {
             self.metrics.failed_requests.with_label_values(&["-"]).inc();
             self.metrics
@@ -132,10 +134,10 @@ impl ServerApp for TcpProxy {
                 .register(&site, Transport::Tcp, Closer::Signal(close.clone()));
         tokio::select! {
             result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
-                tracing::debug!(site = %site, ?result, "tcp connection ended");
+                tracing::debug!(site = %site, client = %peer, ?result, "tcp connection ended");
             }
             _ = close.notified() => {
-                tracing::debug!(site = %site, "tcp connection closed: site left service");
+                tracing::debug!(site = %site, client = %peer, "tcp connection closed: site left service");
             }
         }
         None

@@ -110,6 +110,12 @@ impl Sitesteer {
     /// Writes `[listen]` plus `body` to a config file and runs sitesteer on it, waiting until
     /// the admin API and the proxy answer.
     pub(crate) async fn start(body: &str) -> Self {
+        Self::start_logging(body, "info,pingora_proxy=error,pingora_core=error").await
+    }
+
+    /// [`Sitesteer::start`] with `RUST_LOG` set to `filter`, for a test that reads a debug
+    /// line from [`Sitesteer::log`].
+    pub(crate) async fn start_logging(body: &str, filter: &str) -> Self {
         let dir = Scratch::new("proxy");
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let admin = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -120,7 +126,7 @@ impl Sitesteer {
         let child = Command::new(binary())
             .args(["run", "-c"])
             .arg(&config)
-            .env("RUST_LOG", "info,pingora_proxy=error,pingora_core=error")
+            .env("RUST_LOG", filter)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,7 +1,8 @@
 //! Hostile input against a real sitesteer: malformed and oversized request lines, heads and
 //! bodies, slowloris heads and bodies, idle keep-alive connections, a flood of connections
 //! on the HTTP and TCP listeners, bad JSON and oversized bodies on the admin API, and the
-//! table of broken configs through `sitesteer check`. Every case checks the clear error (a
+//! table of broken configs through `sitesteer check`, request heads RFC 9112 forbids
+//! (control characters, bare CRs, line folding) and broken PROXY protocol headers. Every case checks the clear error (a
 //! status code, a JSON-RPC error line or a fast close) and then that the proxy still serves.
 
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::forwarded::{exchange, proxy_for, EchoSite, LOCAL};
 use crate::harness::{
     binary, free_port, get, request, site_tables, wait_until, DemoSite, Scratch, Sitesteer,
 };
@@ -505,5 +507,226 @@ fn every_broken_config_is_refused_by_check_naming_its_key() {
             "{what}: {key:?} is not named: {stderr}"
         );
         assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    }
+}
+
+/// Point 11 of issue 14: request heads that RFC 9112 (and RFC 3986 for the target) forbids
+/// get `400` and a close at once, and never reach the site; a head whose lines end in a
+/// bare CR is refused well within `header_timeout` (10 s here), not at it.
+#[tokio::test]
+async fn heads_with_control_characters_or_bare_crs_get_400_at_once_and_reach_no_site() {
+    let echo = EchoSite::start().await;
+    let proxy = proxy_for(&echo, "", None).await;
+    let cases: [(&str, &[u8]); 18] = [
+        (
+            "a PROXY v1 header where proxy_protocol is off",
+            b"PROXY TCP4 203.0.113.9 10.0.0.1 1 2\r\nGET /health HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a PROXY v2 header where proxy_protocol is off",
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\xcb\x00\x71\x09\x0a\x00\x00\x01\xdc\x04\x01\xbbGET /health HTTP/1.1\r\n\r\n",
+        ),
+        (
+            "a 0x01 in the target",
+            b"GET /a\x01b HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a DEL (0x7f) in the target",
+            b"GET /a\x7fb HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a NUL in the target",
+            b"GET /a\x00b HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "an ESC in the target",
+            b"GET /a\x1b[0mb HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a tab in the target",
+            b"GET /a\tb HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a space in the target",
+            b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "lines ending in a bare CR",
+            b"GET /health HTTP/1.1\rHost: a\r\r",
+        ),
+        (
+            "a bare CR in the request line",
+            b"GET /a\rb HTTP/1.1\r\nHost: a\r\n\r\n",
+        ),
+        (
+            "a bare CR in a value",
+            b"GET /health HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+        ),
+        (
+            "a CR CR LF line end",
+            b"GET /health HTTP/1.1\r\nHost: a\r\r\n\r\n",
+        ),
+        (
+            "a NUL in a value",
+            b"GET /health HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+        ),
+        (
+            "an ESC in a value",
+            b"GET /health HTTP/1.1\r\nHost: a\r\nX: a\x1bb\r\n\r\n",
+        ),
+        (
+            "a NUL in a name",
+            b"GET /health HTTP/1.1\r\nHost: a\r\nX\x00Y: a\r\n\r\n",
+        ),
+        (
+            "a folded header line",
+            b"GET /health HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        ),
+        (
+            "whitespace before the first header",
+            b"GET /health HTTP/1.1\r\n Host: a\r\n\r\n",
+        ),
+        (
+            "whitespace before a colon",
+            b"GET /health HTTP/1.1\r\nHost : a\r\n\r\n",
+        ),
+    ];
+    for (what, bytes) in cases {
+        let before = echo.hits();
+        let r = raw(proxy.http, bytes, Duration::from_secs(5)).await;
+        assert_eq!(r.status, Some(400), "{what}: {r:?}; log:\n{}", proxy.log());
+        assert!(r.closed, "{what}: the connection stayed open: {r:?}");
+        assert!(
+            r.took < Duration::from_secs(1),
+            "{what}: answered after {:?}",
+            r.took
+        );
+        assert_eq!(echo.hits(), before, "{what}: the site saw the request");
+        still_serves(&proxy, what).await;
+    }
+    let metrics = get(proxy.admin, "/metrics").await.expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("sitesteer_refused_total{listener=\"http\",reason=\"malformed_head\"}"),
+        "no malformed_head refusal counted"
+    );
+}
+
+/// Broken PROXY headers from the trusted balancer: each connection is closed without an
+/// answer (a stalled one at `header_timeout`), and the proxy serves on.
+#[tokio::test]
+async fn broken_proxy_headers_are_closed_and_the_proxy_serves_on() {
+    let echo = EchoSite::start().await;
+    let proxy = proxy_for(
+        &echo,
+        "trusted_proxies = [\"127.0.0.1/32\"]\nproxy_protocol = [\"http\"]\n\n[limits]\nheader_timeout = \"1s\"",
+        None,
+    )
+    .await;
+    let sig = b"\r\n\r\n\0\r\nQUIT\n";
+    let v2 = |ver_cmd: u8, family: u8, len: u16, payload: &[u8]| {
+        let mut h = sig.to_vec();
+        h.extend_from_slice(&[ver_cmd, family]);
+        h.extend_from_slice(&len.to_be_bytes());
+        h.extend_from_slice(payload);
+        h.extend_from_slice(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n");
+        h
+    };
+    let long_v1 = format!("PROXY UNKNOWN {}\r\n", "x".repeat(200));
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "a v1 line over 107 bytes",
+            long_v1.into_bytes(),
+            "proxy_invalid",
+        ),
+        (
+            "a v1 bad address",
+            b"PROXY TCP4 999.0.0.1 10.0.0.1 1 2\r\nGET / HTTP/1.1\r\n\r\n".to_vec(),
+            "proxy_invalid",
+        ),
+        (
+            "a v1 bad port",
+            b"PROXY TCP4 1.2.3.4 10.0.0.1 70000 2\r\nGET / HTTP/1.1\r\n\r\n".to_vec(),
+            "proxy_invalid",
+        ),
+        (
+            "a v1 unknown protocol",
+            b"PROXY UDP4 1.2.3.4 10.0.0.1 1 2\r\n".to_vec(),
+            "proxy_invalid",
+        ),
+        (
+            "a v1 line ending in LF alone",
+            b"PROXY TCP4 1.2.3.4 10.0.0.1 1 2\nGET / HTTP/1.1\r\n\r\n".to_vec(),
+            "proxy_invalid",
+        ),
+        (
+            "a v2 version 1",
+            v2(0x11, 0x11, 12, &[0; 12]),
+            "proxy_invalid",
+        ),
+        (
+            "a v2 unknown command",
+            v2(0x2f, 0x11, 12, &[0; 12]),
+            "proxy_invalid",
+        ),
+        (
+            "a v2 unknown family",
+            v2(0x21, 0x41, 12, &[0; 12]),
+            "proxy_invalid",
+        ),
+        (
+            "a v2 length over the bound",
+            v2(0x21, 0x11, 65535, &[0; 12]),
+            "proxy_invalid",
+        ),
+        (
+            "a v2 IPv4 header too short",
+            v2(0x21, 0x11, 4, &[0; 4]),
+            "proxy_invalid",
+        ),
+        (
+            "a v2 header that stops",
+            sig.iter()
+                .chain(&[0x21, 0x11, 0, 12, 1, 2])
+                .copied()
+                .collect(),
+            "proxy_timeout",
+        ),
+        (
+            "a v1 line that stops",
+            b"PROXY TCP4 1.2.3.4".to_vec(),
+            "proxy_timeout",
+        ),
+    ];
+    for (what, bytes, reason) in &cases {
+        let before = echo.hits();
+        let (answer, closed) = exchange(LOCAL, proxy.http, bytes).await;
+        assert!(
+            closed && answer.is_empty(),
+            "{what}: {answer:?}; log:\n{}",
+            proxy.log()
+        );
+        assert_eq!(echo.hits(), before, "{what}: the site saw the request");
+        // The log is coloured: the reason is looked for as a word.
+        assert!(
+            proxy.log().contains(&format!("\"{reason}\"")),
+            "{what}: not logged as {reason}; log:\n{}",
+            proxy.log()
+        );
+    }
+    // Still serving the balancer's good connections.
+    let (answer, _) = exchange(
+        LOCAL,
+        proxy.http,
+        b"PROXY TCP4 203.0.113.9 10.0.0.1 1 2\r\nGET /echo HTTP/1.1\r\nHost: a\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let metrics = get(proxy.admin, "/metrics").await.expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    for (reason, n) in [("proxy_invalid", 10), ("proxy_timeout", 2)] {
+        let series =
+            format!("sitesteer_refused_total{{listener=\"http\",reason=\"{reason}\"}} {n}");
+        assert!(text.contains(&series), "{series} not in metrics");
     }
 }

@@ -15,6 +15,7 @@ mod config_check;
 mod dns;
 mod drill;
 mod failover;
+mod forwarded;
 mod hostile;
 mod netns;
 mod ops;

@@ -63,7 +63,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// A rustls client trusting `ca_pem`, offering only `versions`.
-fn client(ca_pem: &str, versions: &[&'static rustls::SupportedProtocolVersion]) -> TlsConnector {
+pub(crate) fn client(
+    ca_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> TlsConnector {
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.expect("CA PEM")).expect("CA cert");
@@ -165,7 +168,7 @@ async fn tls11_hello(addr: SocketAddr) -> Option<u8> {
 }
 
 /// Writes `text` to `dir/name`; returns the path as a string for the config.
-fn put(dir: &Path, name: &str, text: &str) -> String {
+pub(crate) fn put(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write PEM");
     path.display().to_string()

@@ -10,6 +10,7 @@
 
 pub mod affinity;
 mod checked;
+pub mod forwarded;
 mod mcp_headers;
 
 use std::net::SocketAddr;
@@ -437,6 +438,16 @@ impl ProxyHttp for HttpProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let snapshot = ctx.snapshot().clone();
+        // Before anything can send the request on (pingora's path and checked exchanges
+        // both send this head): the site must see who the client is, and nothing forged.
+        let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        forwarded::apply(
+            session.req_header_mut(),
+            client,
+            tls,
+            &snapshot.config.proxy.trusted_proxies,
+        )?;
         let limits = &snapshot.config.limits;
         let declared = session.req_header().headers.get("content-length");
         if limits::declared_body_over(declared.map(|v| v.as_bytes()), limits) {

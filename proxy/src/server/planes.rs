@@ -1,5 +1,6 @@
 //! The data planes: the pingora server with the HTTP (WebSocket, SSE) and TCP proxies, each
-//! behind its [`crate::limits`] gate, on plain or TLS listeners.
+//! behind its [`crate::limits`] gate, on plain or TLS listeners (a TLS listener reads a
+//! PROXY protocol header before its handshake: [`crate::proxy_protocol`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use sitesteer_config::Config;
 use super::{Files, Parts, RunOptions};
 use crate::http::HttpProxy;
 use crate::limits::{HttpGate, TcpGate};
+use crate::proxy_protocol::{Listener, PreTls};
 use crate::tcp::TcpProxy;
 use crate::tls::Tls;
 use crate::tools::ToolCatalog;
@@ -54,6 +56,7 @@ pub(super) fn data_planes(parts: &Parts, files: Files, options: RunOptions) -> S
         );
         let mut service = Service::new("sitesteer http".to_string(), gated);
         listen_on(&mut service, http, tls, tls_on(true));
+        pre_tls(&mut service, Listener::Http, parts);
         server.add_service(service);
     }
     if let Some(tcp) = config.listen.tcp {
@@ -66,6 +69,7 @@ pub(super) fn data_planes(parts: &Parts, files: Files, options: RunOptions) -> S
         let gated = TcpGate::new(app, health.clone(), metrics.clone());
         let mut service = Service::new("sitesteer tcp".to_string(), gated);
         listen_on(&mut service, tcp, tls, tls_on(false));
+        pre_tls(&mut service, Listener::Tcp, parts);
         server.add_service(service);
     }
     tracing::info!(http = ?config.listen.http, tcp = ?config.listen.tcp, admin = %config.listen.admin, sites = config.sites.len(), "sitesteer running");
@@ -90,6 +94,13 @@ fn listen_on<A: Send + Sync + 'static>(
             ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::default().read(0)),
         ),
     }
+}
+
+/// On a TLS listener, a PROXY header comes before the handshake: pingora's pre-TLS hook
+/// reads it from the raw socket (a plain listener's gate reads it itself).
+fn pre_tls<A: Send + Sync + 'static>(service: &mut Service<A>, listener: Listener, parts: &Parts) {
+    let hook = PreTls::new(listener, parts.health.clone(), parts.metrics.clone());
+    service.endpoints().set_pre_tls_callback(Arc::new(hook));
 }
 
 fn pingora_server(config: &Config, upgrade: bool) -> Server {
