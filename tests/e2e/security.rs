@@ -433,3 +433,24 @@ async fn a_site_cannot_grow_the_learned_tool_table_without_bound() {
         .and_then(|v| v.parse::<u64>().ok());
     assert_eq!(known, Some(4096), "12,000 tools offered, 4,096 kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_starting_at_once_create_one_key_and_honour_each_others_sessions() {
+    let port = free_port();
+    let _a = DemoSite::start("a", port).await;
+    let shared = Scratch::new("shared-key");
+    let key_file = shared.0.join("fleet/session.key");
+    let body = format!(
+        "[proxy]\nsession_key_file = {key_file:?}\n\n{}",
+        site_tables(&[("a", 0, SocketAddr::from(([127, 0, 0, 1], port)))])
+    );
+    let (one, two) = tokio::join!(Sitesteer::start(&body), Sitesteer::start(&body));
+    let key = std::fs::read_to_string(&key_file).expect("the key file was created");
+    assert_eq!(key.lines().count(), 1, "one key: {key:?}");
+    assert_eq!(key.trim().len(), 43, "32 random bytes in base64url");
+    // A session begun through one instance goes on through the other.
+    let session = new_session(one.http).await;
+    assert_eq!(list_in(two.http, &session).await, 200);
+    let session = new_session(two.http).await;
+    assert_eq!(list_in(one.http, &session).await, 200);
+}
