@@ -96,7 +96,7 @@ impl EndpointRewriter {
                 self.ended = Some(Ended::NotFound);
                 break;
             }
-            let Some(len) = event_len(rest, end) else {
+            let Some((len, content)) = event_len(rest, end) else {
                 if rest.len() > MAX_EVENT {
                     self.ended = Some(Ended::TooLong);
                 } else if end {
@@ -104,7 +104,7 @@ impl EndpointRewriter {
                 }
                 break;
             };
-            if len > MAX_EVENT {
+            if content > MAX_EVENT {
                 self.ended = Some(Ended::TooLong);
                 break;
             }
@@ -153,16 +153,24 @@ fn line_end(bytes: &[u8], end: bool) -> Option<(usize, usize)> {
     }
 }
 
-/// The length of the event at the start of `bytes`, through the blank line that ends it;
-/// `None` while it is incomplete.
-fn event_len(bytes: &[u8], end: bool) -> Option<usize> {
+/// The length of the event at the start of `bytes` through the blank line that ends it,
+/// and without that blank line (what [`MAX_EVENT`] bounds); `None` while it is incomplete.
+/// A blank line that is a lone `\r` so far ends the event at once: a `\n` after it would
+/// only be an empty line of its own, so the output is the same either way and a stream with
+/// `\r` line endings is not held until its next byte.
+fn event_len(bytes: &[u8], end: bool) -> Option<(usize, usize)> {
     let mut at = 0;
     loop {
-        let (content, term) = line_end(&bytes[at..], end)?;
-        at += content + term;
+        let rest = &bytes[at..];
+        let (content, term) = match line_end(rest, end) {
+            Some(found) => found,
+            None if rest == b"\r" => (0, 1),
+            None => return None,
+        };
         if content == 0 {
-            return Some(at);
+            return Some((at + term, at));
         }
+        at += content + term;
     }
 }
 
@@ -291,6 +299,16 @@ mod tests {
         // A byte at a time.
         let cuts: Vec<usize> = (0..=stream.len()).collect();
         assert_eq!(pieces(stream, &cuts), want);
+    }
+
+    #[test]
+    fn an_event_ending_in_a_lone_cr_is_not_held_for_the_next_byte() {
+        let mut r = EndpointRewriter::default();
+        assert_eq!(
+            r.feed(b"event: endpoint\rdata: /m\r\r", false, &mut tag),
+            b"event: endpoint\rdata: /m&sst=T\r\r"
+        );
+        assert_eq!(r.feed(b"\n", false, &mut tag), b"\n");
     }
 
     #[test]
