@@ -3,6 +3,7 @@
 
 mod harness;
 mod pyenv;
+mod stream_site;
 mod traffic;
 
 mod accounting;
@@ -22,5 +23,6 @@ mod probes;
 mod recovery;
 mod rescue;
 mod restart;
+mod streams;
 mod tls;
 mod transports;
