@@ -376,6 +376,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Whatever a client puts in the query, and whatever URL a site names: no panic, and
+        /// a target that is found round-trips through the request side.
+        #[test]
+        fn hostile_queries_and_urls_never_panic(
+            query in ".{0,200}",
+            url in "[ -~]{0,120}",
+            stream in "/[a-z/]{0,20}",
+        ) {
+            let codec = codec();
+            let _ = of_request(&codec, None, Some(&query));
+            if let Some(target) = endpoint_target(&url, &stream) {
+                let (path, query) = match target.split_once('?') {
+                    Some((p, q)) => (p, Some(q)),
+                    None => (target.as_str(), None),
+                };
+                proptest::prop_assert_eq!(message_target(path, query), target.clone());
+            }
+        }
+    }
+
     /// Inputs the session fuzzer stopped on (`fuzz/regressions/session_decode/`): refused
     /// without a panic, and a rewritten endpoint event carries a stream token.
     #[test]

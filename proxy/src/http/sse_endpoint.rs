@@ -11,17 +11,17 @@
 //! counts it). The output depends only on the stream's bytes, never on how they were split.
 
 /// Largest single event buffered while looking for the endpoint event, bytes.
-pub(crate) const MAX_EVENT: usize = 4 * 1024;
+pub const MAX_EVENT: usize = 4 * 1024;
 /// How far into a stream the endpoint event is looked for (the start of the last event
 /// examined), bytes.
-pub(crate) const MAX_SEARCH: usize = 16 * 1024;
+pub const MAX_SEARCH: usize = 16 * 1024;
 
 /// The UTF-8 byte order mark an SSE stream may start with (parsers skip it).
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// How the search ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Ended {
+pub enum Ended {
     /// The endpoint event was rewritten.
     Rewritten,
     /// An event was larger than [`MAX_EVENT`]: passed unchanged.
@@ -35,7 +35,7 @@ pub(crate) enum Ended {
 
 impl Ended {
     /// The `reason` label of `sitesteer_sse_endpoint_unrewritten_total`.
-    pub(crate) fn reason(self) -> &'static str {
+    pub fn reason(self) -> &'static str {
         match self {
             Ended::Rewritten => "rewritten",
             Ended::TooLong => "too_long",
@@ -47,7 +47,7 @@ impl Ended {
 
 /// The incremental rewriter of one stream.
 #[derive(Debug, Default)]
-pub(crate) struct EndpointRewriter {
+pub struct EndpointRewriter {
     /// Bytes of the current, incomplete event.
     pending: Vec<u8>,
     /// Stream offset of `pending`'s first byte.
@@ -58,14 +58,14 @@ pub(crate) struct EndpointRewriter {
 
 impl EndpointRewriter {
     /// How the search ended, once it has.
-    pub(crate) fn ended(&self) -> Option<Ended> {
+    pub fn ended(&self) -> Option<Ended> {
         self.ended
     }
 
     /// Feeds the next `chunk` (`end` when the stream ends with it) and returns what to send
     /// on now. `rewrite` gets the endpoint event's URL and returns the URL to send instead
     /// (`None` to leave the event as it is); it is called at most once per stream.
-    pub(crate) fn feed(
+    pub fn feed(
         &mut self,
         chunk: &[u8],
         end: bool,
