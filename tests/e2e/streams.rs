@@ -443,6 +443,7 @@ async fn idle_tcp_websocket_and_sse_streams_close_after_stream_idle_timeout() {
             closed >= idle - Duration::from_millis(350),
             "idle {what} closed too early: {closed:?}"
         );
+        eprintln!("idle {what} closed {closed:?} after it went quiet (stream_idle_timeout 1s)");
     }
     // The busy SSE stream is still open and flowing.
     let before = busy_sse.body.len();
@@ -489,6 +490,8 @@ async fn silent_tcp_clients_never_reach_a_site_and_are_closed() {
     )
     .await;
     assert!(closes.iter().all(Option::is_some), "{closes:?}");
+    let slowest = closes.iter().flatten().max();
+    eprintln!("{} silent clients closed, the last {slowest:?} after the wait (header_timeout 1s, 300 ms of it waited before)", closes.len());
     assert_eq!(a.tcp_accepts(), 0);
     assert_eq!(
         metric(
