@@ -25,8 +25,8 @@ use crate::metrics::Metrics;
 use crate::steer::{Attempts, Steering};
 
 /// Most bytes read from a client before its site connection opens (the rest follows as it
-/// is copied).
-const FIRST_READ: usize = 16 * 1024;
+/// is copied). Small: every silent client holds this buffer while it waits.
+const FIRST_READ: usize = 4 * 1024;
 
 /// The TCP proxy app.
 pub(crate) struct TcpProxy {
@@ -148,6 +148,7 @@ impl ServerApp for TcpProxy {
         let mut upstream = Watched::new(upstream, activity);
         let carried = async {
             upstream.write_all(&first).await?;
+            drop(first);
             tokio::io::copy_bidirectional(&mut client, &mut upstream).await
         };
         tokio::select! {
@@ -175,16 +176,13 @@ impl TcpProxy {
             .limits
             .header_timeout;
         let mut shutdown = shutdown.clone();
-        let mut buf = vec![0u8; FIRST_READ];
+        let mut buf = [0u8; FIRST_READ];
         let read = tokio::select! {
             read = tokio::time::timeout(timeout, client.read(&mut buf)) => read,
             _ = shutdown.changed() => return None,
         };
         match read {
-            Ok(Ok(n)) if n > 0 => {
-                buf.truncate(n);
-                Some(buf)
-            }
+            Ok(Ok(n)) if n > 0 => Some(buf[..n].to_vec()),
             Ok(_) => None,
             Err(_) => {
                 tracing::debug!(

@@ -313,6 +313,16 @@ async fn an_endpoint_event_split_anywhere_is_rewritten_whole() {
     );
 }
 
+/// Waits until the proxy's TCP listener `tcp` accepts (the harness waits only for HTTP and
+/// admin); the probing connection sends nothing and closes, so it never reaches a site.
+async fn wait_listening(tcp: SocketAddr) {
+    let up = wait_until(Duration::from_secs(10), || async {
+        TcpStream::connect(tcp).await.is_ok()
+    })
+    .await;
+    assert!(up.is_some(), "the TCP listener {tcp} never accepted");
+}
+
 /// Reads a line from `conn` within `limit`.
 async fn read_line(conn: &mut TcpStream, limit: Duration) -> Option<String> {
     let mut out = Vec::new();
@@ -352,6 +362,7 @@ async fn idle_tcp_websocket_and_sse_streams_close_after_stream_idle_timeout() {
     );
     let proxy = Sitesteer::start(&body).await;
     proxy.wait_all_up(&["a"], Duration::from_secs(10)).await;
+    wait_listening(tcp).await;
     let idle = Duration::from_secs(1);
     // Busy connections send something every 300 ms for 3 s; idle ones stop after their
     // first exchange and must be closed about 1 s later.
@@ -469,7 +480,13 @@ async fn silent_tcp_clients_never_reach_a_site_and_are_closed() {
     );
     let proxy = Sitesteer::start(&body).await;
     proxy.wait_all_up(&["a"], Duration::from_secs(10)).await;
-    // max_connections silent clients take every place...
+    wait_listening(tcp).await;
+    // max_connections silent clients take every place (once the probe's place is free)...
+    let free = wait_until(Duration::from_secs(3), || async {
+        metric(&proxy, "sitesteer_listener_connections{listener=\"tcp\"}").await == 0.0
+    })
+    .await;
+    assert!(free.is_some(), "the probing connection was not closed");
     let mut silent = Vec::new();
     for _ in 0..8 {
         silent.push(TcpStream::connect(tcp).await.expect("connect"));
