@@ -129,5 +129,10 @@ pub const BODY_TIMEOUT_MS: u64 = 30_000;
 /// `limits.keepalive_timeout`, milliseconds: how long an idle connection waits for its
 /// next request.
 pub const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
+/// `limits.stream_idle_timeout`, milliseconds: a long-lived connection (raw TCP, WebSocket,
+/// SSE) that moves no byte in either direction this long is closed (HAProxy's `timeout
+/// tunnel`). An hour: SSE servers send keep-alive comments and WebSocket clients ping far
+/// more often, so only a dead or abandoned connection stays silent that long.
+pub const STREAM_IDLE_TIMEOUT_MS: u64 = 3_600_000;
 /// `proxy.upgrade_sock`, beside the state file.
 pub const UPGRADE_SOCK: &str = "sitesteer.upgrade.sock";

@@ -378,6 +378,10 @@ pub struct Limits {
     /// How long an idle connection waits for its next request before it is closed.
     /// Default 60s.
     pub keepalive_timeout: Duration,
+    // --- issue 14, point 8: idle long-lived connections ---
+    /// A raw TCP connection, upgraded WebSocket or SSE stream that moves no byte in either
+    /// direction this long is closed on both sides (HAProxy's `timeout tunnel`). Default 1h.
+    pub stream_idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -391,6 +395,7 @@ impl Default for Limits {
             header_timeout: Duration::from_millis(d::HEADER_TIMEOUT_MS),
             body_timeout: Duration::from_millis(d::BODY_TIMEOUT_MS),
             keepalive_timeout: Duration::from_millis(d::KEEPALIVE_TIMEOUT_MS),
+            stream_idle_timeout: Duration::from_millis(d::STREAM_IDLE_TIMEOUT_MS),
         }
     }
 }

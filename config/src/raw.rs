@@ -244,6 +244,8 @@ pub(crate) struct RawLimits {
     pub header_timeout: Option<String>,
     pub body_timeout: Option<String>,
     pub keepalive_timeout: Option<String>,
+    // issue 14, point 8
+    pub stream_idle_timeout: Option<String>,
 }
 
 /// `[tls]`: the listeners' certificate and the default CA of upstream sites.

@@ -1282,6 +1282,13 @@ fn limits(raw: &RawLimits, p: &mut Problems) -> Limits {
             "keepalive_timeout",
             p,
         ),
+        // issue 14, point 8
+        stream_idle_timeout: positive(
+            &raw.stream_idle_timeout,
+            d::STREAM_IDLE_TIMEOUT_MS,
+            "stream_idle_timeout",
+            p,
+        ),
     }
 }
 

@@ -1,13 +1,14 @@
 //! MCP session ids and SSE stream tokens from clients: `SessionCodec::decode`,
 //! `http::affinity::of_request` (header and query), and the SSE `endpoint` rewrite of an
-//! upstream chunk. Nothing panics, nothing forged verifies, and a token sitesteer issues
-//! always decodes back.
+//! upstream stream cut in two. Nothing panics, nothing forged verifies, a token sitesteer
+//! issues always decodes back, and the rewrite does not depend on where the stream is cut.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use sitesteer::http::affinity::{of_request, rewrite_endpoint_event, Affinity};
+use sitesteer::http::affinity::{endpoint_target, of_request, with_token, Claim, StreamToken};
+use sitesteer::http::sse_endpoint::{Ended, EndpointRewriter};
 use sitesteer::session::SessionCodec;
 
 fn codec() -> &'static SessionCodec {
@@ -39,18 +40,31 @@ fuzz_target!(|data: &[u8]| {
                 (site, upstream)
             );
             let affinity = of_request(codec, Some(token.as_bytes()), None);
-            assert_eq!(
-                affinity.ok().flatten().as_ref().map(Affinity::site),
-                Some(site)
+            assert!(
+                matches!(affinity, Ok(Some(Claim::Session(ref b))) if b.site == site),
+                "{affinity:?}"
             );
         }
     }
     let _ = of_request(codec, Some(data), None);
-    if let Some(rewritten) = rewrite_endpoint_event(codec, "site", data) {
-        // The message URL carries the stream token of this site (whitespace around the
-        // URL may go).
-        let token = format!("sst={}", codec.encode("site", "sse"));
-        let text = std::str::from_utf8(&rewritten).expect("the rewrite is text");
-        assert!(text.contains(&token), "no stream token in {text:?}");
+    let rewrite = |url: &str| {
+        let target = endpoint_target(url, "/sse")?;
+        let token = StreamToken { site: "site".into(), instance: 1, stream: 1, target };
+        Some(with_token(url, &token.encode(codec)?))
+    };
+    let whole = {
+        let mut r = EndpointRewriter::default();
+        (r.feed(data, true, &mut |u| rewrite(u)), r.ended())
+    };
+    let cut = data.first().map_or(0, |&b| usize::from(b)).min(data.len());
+    let mut r = EndpointRewriter::default();
+    let mut out = r.feed(&data[..cut], false, &mut |u| rewrite(u));
+    out.extend(r.feed(&data[cut..], true, &mut |u| rewrite(u)));
+    assert_eq!((out, r.ended()), whole);
+    if whole.1 == Some(Ended::Rewritten) {
+        let text = String::from_utf8_lossy(&whole.0);
+        assert!(text.contains("sst=ss1."), "no stream token in {text:?}");
+    } else {
+        assert_eq!(whole.0, data);
     }
 });

@@ -17,6 +17,7 @@ mod drill;
 mod events;
 mod exit;
 pub mod http;
+mod idle;
 mod incidents;
 pub mod limits;
 pub mod mcp;

@@ -69,6 +69,15 @@ pub struct Metrics {
     /// PROXY protocol headers accepted from trusted proxies, by listener and version
     /// (`v1`, `v2`).
     pub proxy_protocol: IntCounterVec,
+    // --- issue 14, points 6 to 8: streams ---
+    /// Long-lived connections closed by `limits.stream_idle_timeout`, by site and transport.
+    pub idle_closed: IntCounterVec,
+    /// SSE streams whose `endpoint` event was passed on without a stream token, by reason
+    /// (`too_long`, `not_found`, `unusable`).
+    pub sse_endpoint_unrewritten: IntCounterVec,
+    /// Valid SSE stream tokens that did not pin their request, by reason (`target`,
+    /// `ended`, `no_new_sessions`).
+    pub sse_token_unpinned: IntCounterVec,
     site_availability_window: GaugeVec,
     /// Recovery objectives by site and objective (`shift_time_seconds`, `failed_requests`,
     /// `availability`): the target, the last measured value and whether it was met.
@@ -205,6 +214,9 @@ impl Metrics {
             learned_tools: build(r, IntGaugeVec::new(Opts::new("sitesteer_learned_tools", "Tools whose annotations sitesteer learned from tools/list answers, by site (capped per site)."), &["site"]).expect("valid metric")),
             listener_connections: build(r, IntGaugeVec::new(Opts::new("sitesteer_listener_connections", "Open client connections by listener, as of the last accept."), &["listener"]).expect("valid metric")),
             proxy_protocol: build(r, IntCounterVec::new(Opts::new("sitesteer_proxy_protocol_headers_total", "PROXY protocol headers accepted from proxy.trusted_proxies, by listener and version."), &["listener", "version"]).expect("valid metric")),
+            idle_closed: build(r, IntCounterVec::new(Opts::new("sitesteer_idle_closed_total", "Long-lived connections (tcp, ws, sse) closed after limits.stream_idle_timeout without a byte either way, by site and transport."), &["site", "transport"]).expect("valid metric")),
+            sse_endpoint_unrewritten: build(r, IntCounterVec::new(Opts::new("sitesteer_sse_endpoint_unrewritten_total", "SSE streams whose endpoint event passed without a stream token, by reason."), &["reason"]).expect("valid metric")),
+            sse_token_unpinned: build(r, IntCounterVec::new(Opts::new("sitesteer_sse_token_unpinned_total", "Valid SSE stream tokens that did not pin their request to a site, by reason."), &["reason"]).expect("valid metric")),
             objectives: build(r, GaugeVec::new(Opts::new("sitesteer_objective", "Recovery objectives per site: target, measured (last incident, or 1d availability) and met (1/0)."), &["site", "objective", "value"]).expect("valid metric")),
             site_availability_window: build(r, GaugeVec::new(Opts::new("sitesteer_site_availability_ratio", "Share of successful probes over 5m, 1h and 1d windows (the SLO figure)."), &["site", "window"]).expect("valid metric")),
             site_state: build(r, IntGaugeVec::new(Opts::new("sitesteer_site_state", "1 for the state the site is in."), &["site", "state"]).expect("valid metric")),

@@ -1,8 +1,11 @@
 //! The raw TCP data plane (erlmcp's newline-delimited JSON-RPC): each new client connection
 //! is steered by the selection loop ([`Attempts`]) to a healthy site's `tcp` endpoint
-//! and carried byte for byte both ways. A failed connect tries another site before the
-//! client sees anything; the connection is registered so it can be closed when its site
-//! goes down.
+//! and carried byte for byte both ways. The site connection opens only once the client has
+//! sent its first bytes (a client that sends nothing within `limits.header_timeout` is
+//! closed without ever reaching a site), and those bytes go first. A failed connect tries
+//! another site before the client sees anything; the connection is registered so it can be
+//! closed when its site goes down, or after `limits.stream_idle_timeout` without a byte
+//! either way.
 
 use std::sync::Arc;
 
@@ -12,12 +15,18 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use sitesteer_config::EndpointKind;
 use sitesteer_probes::Failure;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::conns::{Closer, Registry, Transport};
+use crate::idle::{Activity, Watched};
 use crate::metrics::Metrics;
 use crate::steer::{Attempts, Steering};
+
+/// Most bytes read from a client before its site connection opens (the rest follows as it
+/// is copied). Small: every silent client holds this buffer while it waits.
+const FIRST_READ: usize = 4 * 1024;
 
 /// The TCP proxy app.
 pub(crate) struct TcpProxy {
@@ -109,14 +118,15 @@ impl ServerApp for TcpProxy {
     async fn process_new(
         self: &Arc<Self>,
         mut client: Stream,
-        _shutdown: &ShutdownWatch,
+        shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // On shutdown or upgrade the connection goes on until either side closes it; the
         // drain ends the process at proxy.drain_timeout at the latest.
         let _in_flight = crate::restart::InFlight::start();
         // The client's address: a PROXY header's when a trusted balancer sent one.
         let peer = crate::limits::peer_of(&client);
-        let Some((site, mut upstream)) = self.connect().await else {
+        let first = self.first_bytes(&mut client, shutdown).await?;
+        let Some((site, upstream)) = self.connect().await else {
             self.metrics.failed_requests.with_label_values(&["-"]).inc();
             self.metrics
                 .requests
@@ -129,17 +139,65 @@ impl ServerApp for TcpProxy {
             .with_label_values(&[site.as_str(), "tcp", "0"])
             .inc();
         let close = Arc::new(Notify::new());
-        let _registration =
-            self.registry
-                .register(&site, Transport::Tcp, Closer::Signal(close.clone()));
+        let activity = Activity::new();
+        let _registration = self.registry.register(
+            &site,
+            Transport::Tcp,
+            Closer::Signal(close.clone()),
+            Some(activity.clone()),
+        );
+        let mut client = Watched::new(client, activity.clone());
+        let mut upstream = Watched::new(upstream, activity);
+        let carried = async {
+            upstream.write_all(&first).await?;
+            drop(first);
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+        };
         tokio::select! {
-            result = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            result = carried => {
                 tracing::debug!(site = %site, client = %peer, ?result, "tcp connection ended");
             }
             _ = close.notified() => {
-                tracing::debug!(site = %site, client = %peer, "tcp connection closed: site left service");
+                tracing::debug!(site = %site, client = %peer, "tcp connection closed: its site left service or it sat idle");
             }
         }
         None
+    }
+}
+
+impl TcpProxy {
+    /// The client's first bytes, read before any site connection opens: `None` when the
+    /// client closes, the service shuts down, or nothing arrives within
+    /// `limits.header_timeout` (counted as refused, `first_byte_timeout`).
+    async fn first_bytes(&self, client: &mut Stream, shutdown: &ShutdownWatch) -> Option<Vec<u8>> {
+        let timeout = self
+            .steering
+            .current()
+            .snapshot
+            .config
+            .limits
+            .header_timeout;
+        let mut shutdown = shutdown.clone();
+        let mut buf = [0u8; FIRST_READ];
+        let read = tokio::select! {
+            read = tokio::time::timeout(timeout, client.read(&mut buf)) => read,
+            _ = shutdown.changed() => return None,
+        };
+        match read {
+            Ok(Ok(n)) if n > 0 => Some(buf[..n].to_vec()),
+            Ok(_) => None,
+            Err(_) => {
+                tracing::debug!(
+                    listener = "tcp",
+                    ?timeout,
+                    "closing a client that sent nothing (limits.header_timeout)"
+                );
+                self.metrics
+                    .refused
+                    .with_label_values(&["tcp", "first_byte_timeout"])
+                    .inc();
+                None
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::Method;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{free_port, get, request, Sitesteer};
@@ -62,9 +62,14 @@ async fn all_down(proxy: &Sitesteer, names: &[&str]) {
     }
 }
 
-/// One TCP connection through the proxy that no site takes: it ends without a byte.
+/// One TCP connection through the proxy that no site takes: it ends without a byte. The
+/// client speaks first (the proxy connects to a site only on the client's first bytes).
 async fn tcp_refused(tcp: SocketAddr) {
     let mut stream = TcpStream::connect(tcp).await.expect("proxy tcp listener");
+    stream
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
+        .await
+        .expect("send");
     let mut buf = [0u8; 16];
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
         .await

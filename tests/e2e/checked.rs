@@ -29,16 +29,7 @@ async fn wrong_and_cut_answers_go_to_the_next_site_but_side_effects_are_not_repe
         site_tables(&[("a", 0, a.addr), ("b", 1, b.addr)])
     );
     let proxy = Sitesteer::start(&config).await;
-    for site in ["a", "b"] {
-        assert!(
-            proxy
-                .wait_state(site, "up", Duration::from_secs(5))
-                .await
-                .is_some(),
-            "{site} never came up; log:\n{}",
-            proxy.log()
-        );
-    }
+    proxy.wait_all_up(&["a", "b"], Duration::from_secs(5)).await;
     a.set_mode("badrpc").await;
 
     // A tool nobody marked idempotent: sent once, to `a`, and its wrong answer passes.

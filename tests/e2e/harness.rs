@@ -170,6 +170,16 @@ impl Sitesteer {
             .to_string()
     }
 
+    /// Waits until every site of `names` is `up`, each within `limit`; panics with the log
+    /// otherwise.
+    pub(crate) async fn wait_all_up(&self, names: &[&str], limit: Duration) {
+        for name in names {
+            if self.wait_state(name, "up", limit).await.is_none() {
+                panic!("site {name} never came up; log:\n{}", self.log());
+            }
+        }
+    }
+
     /// Waits until site `name` is in `state`; returns how long it took.
     pub(crate) async fn wait_state(
         &self,

@@ -3,6 +3,7 @@
 
 mod harness;
 mod pyenv;
+mod stream_site;
 mod traffic;
 
 mod accounting;
@@ -24,5 +25,6 @@ mod recovery;
 mod rescue;
 mod restart;
 mod security;
+mod streams;
 mod tls;
 mod transports;

@@ -282,16 +282,7 @@ async fn real_clients_reach_demo_sites_over_every_transport() {
         ),
     )
     .await;
-    for site in ["a", "b"] {
-        assert!(
-            proxy
-                .wait_state(site, "up", Duration::from_secs(3))
-                .await
-                .is_some(),
-            "{site} up; log:\n{}",
-            proxy.log()
-        );
-    }
+    proxy.wait_all_up(&["a", "b"], Duration::from_secs(3)).await;
     let base = proxy.http;
     let mut sdk = PyProc::spawn(
         "sdk_check.py",

@@ -103,6 +103,7 @@ pub(super) const BROKEN: &[(&str, &str, &str)] = &[
     ("head larger than pingora reads", concat!(base!(), "[limits]\nmax_header_bytes = 2000000\n"), "limits.max_header_bytes"),
     ("request line longer than the head", concat!(base!(), "[limits]\nmax_header_bytes = 4096\nmax_request_line = 8192\n"), "limits.max_request_line"),
     ("zero header timeout", concat!(base!(), "[limits]\nheader_timeout = \"0s\"\n"), "limits.header_timeout"),
+    ("zero stream idle timeout", concat!(base!(), "[limits]\nstream_idle_timeout = \"0s\"\n"), "limits.stream_idle_timeout"),
     ("negative body limit", concat!(base!(), "[limits]\nmax_body_bytes = -1\n"), "limits.max_body_bytes"),
     ("zero connections", concat!(base!(), "[limits]\nmax_connections = 0\n"), "limits.max_connections"),
     ("body timeout as a number", concat!(base!(), "[limits]\nbody_timeout = 30\n"), "limits.body_timeout"),

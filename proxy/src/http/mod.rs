@@ -6,12 +6,16 @@
 //! connections so they can be closed when their site leaves service, and retries on another
 //! site when that cannot repeat a side effect. Requests that are safe to repeat and bound to
 //! no session are answered by checked exchanges (`checked.rs`), which read the whole answer
-//! before the client sees it.
+//! before the client sees it. An HTTP+SSE stream's `endpoint` event gets the stream's token
+//! (`sse_endpoint.rs`, `affinity.rs`, `streams.rs`), and long-lived connections are watched
+//! for `limits.stream_idle_timeout` (`crate::idle`).
 
 pub mod affinity;
 mod checked;
 pub mod forwarded;
 mod mcp_headers;
+pub mod sse_endpoint;
+mod streams;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,20 +33,21 @@ use sitesteer_probes::{Failure, Snapshot};
 use tokio::time::Instant;
 
 use crate::conns::{self, Closer, Registration, Registry, Transport};
+use crate::idle::Activity;
 use crate::limits;
 use crate::mcp;
 use crate::metrics::{Metrics, SiteHandle};
 use crate::session::SessionCodec;
 use crate::steer::{self, Attempts, NoSite, Steering};
 use crate::tools::ToolCatalog;
-use affinity::{Affinity, SESSION_HEADER};
+use affinity::{Affinity, Claim, SESSION_HEADER};
+use sse_endpoint::{Ended, EndpointRewriter};
+use streams::{LiveStream, LiveStreams};
 
 /// Response header naming the site that served.
 pub const SITE_HEADER: &str = "x-sitesteer-site";
 /// Largest `tools/list` answer read to learn tool annotations.
 const MAX_TOOLS_ANSWER: usize = 1 << 20;
-/// How far into an SSE stream the `endpoint` event is looked for.
-const MAX_ENDPOINT_SEARCH: usize = 16 * 1024;
 
 /// Everything the HTTP proxy shares across requests.
 pub struct HttpProxy {
@@ -52,6 +57,8 @@ pub struct HttpProxy {
     codec: SessionCodec,
     tools: Arc<ToolCatalog>,
     tls: Option<Arc<crate::tls::Tls>>,
+    /// The HTTP+SSE streams open here, which their stream tokens may pin to.
+    streams: Arc<LiveStreams>,
     /// Upstream connections of checked exchanges (`checked.rs`): pingora's HTTP/1
     /// connector, with its own pool.
     connector: pingora::connectors::http::v1::Connector,
@@ -73,6 +80,7 @@ impl HttpProxy {
             codec,
             tools,
             tls: None,
+            streams: LiveStreams::new(),
             connector: pingora::connectors::http::v1::Connector::new(None),
         }
     }
@@ -97,7 +105,12 @@ pub struct RequestState {
     mcp: Option<Option<(String, Option<String>)>>,
     safe_to_repeat: Option<bool>,
     tools_answer: Option<Vec<u8>>,
-    endpoint_search: Option<usize>,
+    /// The search for an HTTP+SSE stream's `endpoint` event, until it ends.
+    endpoint: Option<EndpointRewriter>,
+    /// The stream's place among the live streams, once its token is issued.
+    live_stream: Option<LiveStream>,
+    /// When a WebSocket or SSE stream last moved a byte (`limits.stream_idle_timeout`).
+    activity: Option<Arc<Activity>>,
     body_bytes: u64,
     /// The request body, when read whole before any site was chosen (a POST naming itself
     /// in `Mcp-Method` / `Mcp-Name`, checked against them).
@@ -137,7 +150,9 @@ impl RequestState {
             mcp: None,
             safe_to_repeat: None,
             tools_answer: None,
-            endpoint_search: None,
+            endpoint: None,
+            live_stream: None,
+            activity: None,
             body: None,
             body_bytes: 0,
             observed: false,
@@ -481,7 +496,7 @@ impl ProxyHttp for HttpProxy {
         } else {
             None
         };
-        let affinity = of_request_headers(&self.codec, session.req_header());
+        let affinity = self.affinity_of(&snapshot, session.req_header());
         match affinity {
             Err(_) => return respond_json(session, 404, SESSION_GONE).await,
             Ok(Some(a)) => {
@@ -575,10 +590,14 @@ impl ProxyHttp for HttpProxy {
         if let (Some(transport), Some(site)) = (transport, Self::site_name(ctx)) {
             if let Some((local, peer)) = conns::socket_addrs(fd) {
                 let site = site.to_string();
+                // Long-lived connections are closed after limits.stream_idle_timeout.
+                let activity = ctx.long_lived.map(|_| Activity::new());
+                ctx.activity.clone_from(&activity);
                 ctx.registration = Some(self.registry.register(
                     &site,
                     transport,
                     Closer::Socket { fd, local, peer },
+                    activity,
                 ));
             }
         }
@@ -640,7 +659,14 @@ impl ProxyHttp for HttpProxy {
             && ctx.kind() == EndpointKind::Sse
             && session.req_header().method == http::Method::GET
         {
-            ctx.endpoint_search = Some(0);
+            ctx.endpoint = Some(EndpointRewriter::default());
+            // The rewrite changes the body's length: the client reads it chunked.
+            if upstream_response
+                .remove_header(&http::header::CONTENT_LENGTH)
+                .is_some()
+            {
+                upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
         }
         if upstream_response.status.is_success()
             && Self::mcp_method(session, ctx).is_some_and(|(m, _)| m == "tools/list")
@@ -652,23 +678,18 @@ impl ProxyHttp for HttpProxy {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<Option<Duration>> {
-        if let (Some(searched), Some(chunk)) = (ctx.endpoint_search, body.as_ref()) {
-            let site = Self::site_name(ctx).unwrap_or("").to_string();
-            match affinity::rewrite_endpoint_event(&self.codec, &site, chunk) {
-                Some(rewritten) => {
-                    *body = Some(rewritten);
-                    ctx.endpoint_search = None;
-                }
-                None => {
-                    let searched = searched + chunk.len();
-                    ctx.endpoint_search = (searched < MAX_ENDPOINT_SEARCH).then_some(searched);
-                }
+        if let Some(activity) = &ctx.activity {
+            if body.as_ref().is_some_and(|b| !b.is_empty()) {
+                activity.touch();
             }
+        }
+        if ctx.endpoint.is_some() {
+            self.rewrite_endpoint(session.req_header().uri.path(), body, end_of_stream, ctx);
         }
         if let Some(buf) = ctx.tools_answer.as_mut() {
             if let Some(chunk) = body.as_ref() {
@@ -696,6 +717,11 @@ impl ProxyHttp for HttpProxy {
     ) -> Result<()> {
         // WebSocket frames after the upgrade are a stream, not a body.
         if ctx.long_lived == Some(Transport::Ws) {
+            if let Some(activity) = &ctx.activity {
+                if body.as_ref().is_some_and(|b| !b.is_empty()) {
+                    activity.touch();
+                }
+            }
             return Ok(());
         }
         ctx.body_bytes += body.as_ref().map_or(0, |b| b.len() as u64);
@@ -845,13 +871,89 @@ impl ProxyHttp for HttpProxy {
     }
 }
 
-fn of_request_headers(
-    codec: &SessionCodec,
-    req: &RequestHeader,
-) -> std::result::Result<Option<Affinity>, affinity::UnknownSession> {
-    affinity::of_request(
-        codec,
-        req.headers.get(SESSION_HEADER).map(|v| v.as_bytes()),
-        req.uri.query(),
-    )
+impl HttpProxy {
+    /// What the request is bound to: its session, or the HTTP+SSE stream its `sst=` token
+    /// names when [`affinity::stream_affinity`] honours the token here. `Err` for a session
+    /// or token sitesteer never issued.
+    fn affinity_of(
+        &self,
+        snapshot: &Snapshot,
+        req: &RequestHeader,
+    ) -> std::result::Result<Option<Affinity>, affinity::UnknownSession> {
+        let claim = affinity::of_request(
+            &self.codec,
+            req.headers.get(SESSION_HEADER).map(|v| v.as_bytes()),
+            req.uri.query(),
+        )?;
+        Ok(match claim {
+            None => None,
+            Some(Claim::Session(bound)) => Some(Affinity::Session(bound)),
+            Some(Claim::Stream(token)) => {
+                let target = affinity::message_target(req.uri.path(), req.uri.query());
+                let state = snapshot
+                    .sites
+                    .iter()
+                    .find(|s| s.name == token.site)
+                    .map(|s| s.state);
+                let liveness = self.streams.liveness(&token);
+                match affinity::stream_affinity(&token, &target, liveness, state) {
+                    Ok(pin) => Some(pin),
+                    Err(why) => {
+                        tracing::debug!(site = %token.site, reason = why.reason(), "stream token not honoured; steering as a new request");
+                        self.metrics
+                            .sse_token_unpinned
+                            .with_label_values(&[why.reason()])
+                            .inc();
+                        None
+                    }
+                }
+            }
+        })
+    }
+
+    /// Passes one chunk of an HTTP+SSE stream through the `endpoint` event rewrite: the
+    /// message URL gets a token for this stream (registered live until the stream ends).
+    /// The search ends with the endpoint event, or unrewritten (counted) past its bounds.
+    fn rewrite_endpoint(
+        &self,
+        stream_path: &str,
+        body: &mut Option<Bytes>,
+        end: bool,
+        ctx: &mut RequestState,
+    ) {
+        let site = Self::site_name(ctx).unwrap_or("").to_string();
+        let Some(rewriter) = ctx.endpoint.as_mut() else {
+            return;
+        };
+        let chunk = body.take().unwrap_or_default();
+        let live = &mut ctx.live_stream;
+        let out = rewriter.feed(&chunk, end, &mut |url| {
+            let target = affinity::endpoint_target(url, stream_path)?;
+            let stream = self.streams.open();
+            let token = affinity::StreamToken {
+                site: site.clone(),
+                instance: self.streams.instance(),
+                stream: stream.serial(),
+                target,
+            };
+            let signed = token.encode(&self.codec)?;
+            *live = Some(stream);
+            Some(affinity::with_token(url, &signed))
+        });
+        *body = Some(Bytes::from(out));
+        if let Some(ended) = rewriter.ended() {
+            if ended != Ended::Rewritten {
+                tracing::info!(
+                    site,
+                    reason = ended.reason(),
+                    "SSE endpoint event passed without a stream token"
+                );
+                self.metrics
+                    .sse_endpoint_unrewritten
+                    .with_label_values(&[ended.reason()])
+                    .inc();
+            }
+            ctx.endpoint = None;
+        }
+    }
 }

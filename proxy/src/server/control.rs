@@ -83,7 +83,10 @@ pub(super) fn start_health(
         config: config.clone(),
         health,
         steering,
-        registry: Registry::new(metrics.open_connections.clone()),
+        registry: Registry::new(
+            metrics.open_connections.clone(),
+            metrics.idle_closed.clone(),
+        ),
         metrics,
         events,
         availability,
