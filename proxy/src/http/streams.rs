@@ -27,7 +27,9 @@ impl LiveStreams {
     /// An empty table with a new instance id (random: unique, not secret; tokens are
     /// signed).
     pub(crate) fn new() -> Arc<Self> {
-        let instance = fastrand::u64(..) ^ u64::from(std::process::id()).rotate_left(32);
+        // From the OS's generator, so two instances started at the same moment differ.
+        let instance = getrandom::u64()
+            .unwrap_or_else(|_| fastrand::u64(..) ^ u64::from(std::process::id()).rotate_left(32));
         Arc::new(Self {
             instance,
             next: AtomicU64::new(1),
