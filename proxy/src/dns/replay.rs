@@ -27,17 +27,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Header, Metadata, ResponseCode};
-use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::server::{Request, ResponseInfo};
+use hickory_server::server::ResponseInfo;
 use prometheus::IntCounter;
 
 use crate::metrics::Metrics;
 use crate::steer::Mode;
 
 use super::answer::{answer_into, Answer, Family};
-use super::respond::{encode_udp, family_index, header_only, respond, Reply};
+use super::respond::{family_index, respond_packet, Packet, Reply, Transport};
 use super::Current;
 
 /// Length of a DNS header.
@@ -79,8 +76,9 @@ pub struct Responder {
     /// The `Current` the cache was filled from.
     cached_for: Option<Arc<Current>>,
     key: Vec<u8>,
-    /// The last source address and its region, for `cached_for` (clients repeat).
-    last_src: Option<(IpAddr, Option<Arc<str>>)>,
+    /// The last source address, its region and whether its ECS is trusted, for
+    /// `cached_for` (clients repeat).
+    last_src: Option<(IpAddr, Option<Arc<str>>, bool)>,
     scratch: Answer,
     replayed: u64,
 }
@@ -95,13 +93,19 @@ pub fn answerable(src: SocketAddr) -> bool {
         }
 }
 
+/// Whether `packet` from `src` is a query that gets an answer at all: a header, the QR bit
+/// clear (responses are never answered: no reflection loops) and an [`answerable`] source.
+pub fn is_query(packet: &[u8], src: SocketAddr) -> bool {
+    packet.len() >= HEADER_LEN && packet[2] & 0x80 == 0 && answerable(src)
+}
+
 fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
     let b = bytes.get(at..at.checked_add(2)?)?;
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// The offset just past the name at `at` (labels, ending with the root or a pointer).
-fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+pub(super) fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
     // A name has at most 127 labels.
     for _ in 0..128 {
         let len = *msg.get(at)?;
@@ -282,14 +286,10 @@ impl Responder {
         out: &mut Vec<u8>,
         seed: u64,
     ) -> bool {
-        // The QR bit: responses are never answered (no reflection loops).
-        let (Some(id), Some(flags)) = (packet.get(..2), packet.get(2)) else {
-            return false;
-        };
-        if packet.len() < HEADER_LEN || flags & 0x80 != 0 || !answerable(src) {
+        if !is_query(packet, src) {
             return false;
         }
-        let id = [id[0], id[1]];
+        let id = [packet[0], packet[1]];
         if !self
             .cached_for
             .as_ref()
@@ -315,23 +315,19 @@ impl Responder {
             }
         }
 
-        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(error) => {
-                // The header is readable (12 bytes or more): FORMERR, as hickory answers.
-                let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
-                    return false;
-                };
-                tracing::debug!(%src, %error, "malformed dns query");
-                let mut meta = Metadata::response_from_request(&header.metadata);
-                meta.response_code = ResponseCode::FormErr;
-                header_only(meta, out);
-                return true;
-            }
+        let (reply, info) = match respond_packet(
+            current,
+            &self.metrics,
+            packet,
+            src,
+            Transport::Udp,
+            seed,
+            out,
+        ) {
+            Packet::Answered(reply, info) => (reply, info),
+            Packet::FormErr => return true,
+            Packet::Nothing => return false,
         };
-        let reply = respond(current, &self.metrics, &request, src, seed);
-        let info = encode_udp(reply.message(&request.queries), out);
-        reply.sent(&self.metrics, &info);
         if keyed {
             if let Some(t) = Template::of(&reply, &info, out) {
                 if self.cache.len() >= CACHE_ENTRIES {
@@ -343,19 +339,21 @@ impl Responder {
         true
     }
 
-    /// The cache key of `packet` from `src`: the region of the source address, then the query
-    /// after its id.
+    /// The cache key of `packet` from `src`: whether the source's ECS is trusted, the region
+    /// of the source address, then the query after its id.
     fn key_of(&mut self, current: &Current, packet: &[u8], src: SocketAddr) {
         let ip = src.ip();
-        if self.last_src.as_ref().is_none_or(|(last, _)| *last != ip) {
-            let region = current
-                .zone
-                .as_deref()
-                .and_then(|z| z.geo.locate(ip, if ip.is_ipv4() { 32 } else { 128 }).region);
-            self.last_src = Some((ip, region));
+        if self.last_src.as_ref().is_none_or(|(last, ..)| *last != ip) {
+            let zone = current.zone.as_deref();
+            let region =
+                zone.and_then(|z| z.geo.locate(ip, if ip.is_ipv4() { 32 } else { 128 }).region);
+            let trusted = zone.is_some_and(|z| z.trusts_ecs(ip));
+            self.last_src = Some((ip, region, trusted));
         }
         self.key.clear();
-        match self.last_src.as_ref().and_then(|(_, r)| r.as_deref()) {
+        self.key
+            .push(u8::from(self.last_src.as_ref().is_some_and(|(.., t)| *t)));
+        match self.last_src.as_ref().and_then(|(_, r, _)| r.as_deref()) {
             None => self.key.push(0),
             Some(r) => {
                 self.key.push(1);

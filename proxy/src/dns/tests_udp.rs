@@ -15,7 +15,6 @@ use proptest::prelude::*;
 
 use crate::metrics::Metrics;
 
-use super::answer::View;
 use super::geo::GeoMap;
 use super::replay::Responder;
 use super::tests::{config, snapshot_of, Site};
@@ -31,10 +30,7 @@ fn current_of(sites: &[Site<'_>]) -> Arc<Current> {
     let snap = snapshot_of(config(sites, &format!("{ZONE}{GEO}")));
     let geo = GeoMap::new(&snap.config.geo, None);
     let zone = Zone::build(&snap.config, geo).expect("zone");
-    Arc::new(Current {
-        zone: zone.map(Arc::new),
-        view: View::new(&snap),
-    })
+    Arc::new(Current::new(zone.map(Arc::new), &snap))
 }
 
 fn mixed() -> Arc<Current> {
