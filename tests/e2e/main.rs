@@ -13,6 +13,8 @@ mod checked;
 mod cluster;
 mod config_check;
 mod dns;
+mod dns_flood;
+mod dns_guard;
 mod drill;
 mod failover;
 mod hostile;
