@@ -1,21 +1,22 @@
 //! One UDP packet in, at most one response out, for the UDP threads of [`super::udp`]: the
-//! query is parsed by hickory, answered by [`respond`] and encoded by hickory
-//! ([`encode_udp`]), exactly as over TCP. On top of that, a per-thread **replay cache**
+//! query is parsed by hickory, answered by [`respond`](super::respond) and encoded by hickory
+//! ([`respond_packet`]), exactly as over TCP. On top of that, a per-thread **replay cache**
 //! keeps the encoded response of each distinct query, so that a repeated query is answered
 //! without parsing or encoding.
 //!
 //! What may be replayed: a response depends on the query's bytes (all but the id), the client's
 //! region (from the source address, or from the ECS option, which is in the bytes), the
 //! zone and snapshot it was answered from, and the weighted shuffle of the addresses, which
-//! is drawn per query. So the cache is keyed by (region of the source address, query bytes
-//! after the id), holds only answers of the current [`Current`] (it is emptied when the
+//! is drawn per query; and whether the ECS option counts depends on the source being in
+//! `dns.ecs_trusted`. So the cache is keyed by (that trust, region of the source address,
+//! query bytes after the id), holds only answers of the current [`Current`] (it is emptied when the
 //! snapshot or the zone changes), and a replay draws the shuffle again: it calls
-//! [`answer_into`] (the same steering as [`respond`]) with a fresh seed and writes the addresses,
+//! [`answer_into`] (the same steering as [`respond`](super::respond::respond)) with a fresh seed and writes the addresses,
 //! in that order, over the address records' data. Every address record of one family has the
 //! same owner, type, class, TTL and length, so the order is the only thing a shuffle
 //! changes; a replay whose steering answer differs in size or mode from the cached one falls
 //! back to the full path. A template is only cached after checking that its address records
-//! hold exactly the addresses [`respond`] chose, in order; a unit test checks that a replay
+//! hold exactly the addresses [`respond`](super::respond::respond) chose, in order; a unit test checks that a replay
 //! equals the full path's bytes for the same seed.
 //!
 //! Bounds: queries longer than [`MAX_KEYED`] bytes are not cached, and the cache is emptied
