@@ -136,3 +136,25 @@ pub const KEEPALIVE_TIMEOUT_MS: u64 = 60_000;
 pub const STREAM_IDLE_TIMEOUT_MS: u64 = 3_600_000;
 /// `proxy.upgrade_sock`, beside the state file.
 pub const UPGRADE_SOCK: &str = "sitesteer.upgrade.sock";
+
+// The DNS listener's limits (`[limits]` dns_*) and `dns.ecs_trusted`.
+
+/// `limits.dns_tcp_max_connections`: open DNS-over-TCP connections; the excess is closed at
+/// once.
+pub const DNS_TCP_MAX_CONNECTIONS: usize = 1000;
+/// `limits.dns_tcp_idle_timeout`, milliseconds: how long a DNS-over-TCP connection may take to
+/// send its next whole query (or to read its answers) before it is closed.
+pub const DNS_TCP_IDLE_TIMEOUT_MS: u64 = 10_000;
+/// `limits.dns_rrl_rate`: DNS answers over UDP per second to one client prefix (0: no limit).
+pub const DNS_RRL_RATE: u32 = 500;
+/// `limits.dns_rrl_burst`: answers one client prefix may get at once above the rate.
+pub const DNS_RRL_BURST: u32 = 1000;
+/// `limits.dns_rrl_slip`: every Nth answer past the limit is a truncated (TC) answer that
+/// sends the client to TCP; the others are dropped (0: drop them all).
+pub const DNS_RRL_SLIP: u32 = 2;
+/// `limits.dns_rrl_ipv4_prefix`: IPv4 clients are counted per network of this length.
+pub const DNS_RRL_IPV4_PREFIX: u8 = 24;
+/// `limits.dns_rrl_ipv6_prefix`: IPv6 clients are counted per network of this length.
+pub const DNS_RRL_IPV6_PREFIX: u8 = 56;
+/// `dns.ecs_trusted`: every resolver (today's behaviour; restrict it, see docs/dns.md).
+pub const DNS_ECS_TRUSTED: [&str; 2] = ["0.0.0.0/0", "::/0"];

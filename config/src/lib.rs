@@ -210,4 +210,6 @@ fn deserialize<T: DeserializeOwned>(value: toml::Value, path: &str, p: &mut Prob
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_dns_guard;
+#[cfg(test)]
 mod tests_tls;

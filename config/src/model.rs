@@ -382,6 +382,56 @@ pub struct Limits {
     /// A raw TCP connection, upgraded WebSocket or SSE stream that moves no byte in either
     /// direction this long is closed on both sides (HAProxy's `timeout tunnel`). Default 1h.
     pub stream_idle_timeout: Duration,
+    /// The DNS listener's limits (the `dns_*` keys).
+    pub dns: DnsLimits,
+}
+
+/// The `dns_*` keys of `[limits]`: what one client may hold open over DNS-over-TCP and how
+/// many answers over UDP one client network gets (response rate limiting, RRL).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsLimits {
+    /// Open DNS-over-TCP connections (`dns_tcp_max_connections`); the excess is closed at
+    /// once. Default 1000.
+    pub tcp_max_connections: usize,
+    /// How long a DNS-over-TCP connection may take to send its next whole query, or to
+    /// take its answers, before it is closed (`dns_tcp_idle_timeout`). Default 10s.
+    pub tcp_idle_timeout: Duration,
+    /// Response rate limiting over UDP.
+    pub rrl: Rrl,
+}
+
+/// Response rate limiting of DNS over UDP (the `dns_rrl_*` keys), per client network.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rrl {
+    /// Answers per second to one client network (`dns_rrl_rate`); 0 turns the limit off.
+    /// Default 500.
+    pub rate: u32,
+    /// Answers a client network may get at once above the rate (`dns_rrl_burst`). Default
+    /// 1000, at least 1.
+    pub burst: u32,
+    /// Past the limit, every `slip`th answer is a truncated (TC) answer, which sends a real
+    /// resolver to TCP; the others are dropped (`dns_rrl_slip`). 0 drops them all. Default 2.
+    pub slip: u32,
+    /// Length of the IPv4 network clients are counted by (`dns_rrl_ipv4_prefix`). Default 24.
+    pub ipv4_prefix: u8,
+    /// Length of the IPv6 network clients are counted by (`dns_rrl_ipv6_prefix`). Default 56.
+    pub ipv6_prefix: u8,
+}
+
+impl Default for DnsLimits {
+    fn default() -> Self {
+        Self {
+            tcp_max_connections: d::DNS_TCP_MAX_CONNECTIONS,
+            tcp_idle_timeout: Duration::from_millis(d::DNS_TCP_IDLE_TIMEOUT_MS),
+            rrl: Rrl {
+                rate: d::DNS_RRL_RATE,
+                burst: d::DNS_RRL_BURST,
+                slip: d::DNS_RRL_SLIP,
+                ipv4_prefix: d::DNS_RRL_IPV4_PREFIX,
+                ipv6_prefix: d::DNS_RRL_IPV6_PREFIX,
+            },
+        }
+    }
 }
 
 impl Default for Limits {
@@ -396,6 +446,7 @@ impl Default for Limits {
             body_timeout: Duration::from_millis(d::BODY_TIMEOUT_MS),
             keepalive_timeout: Duration::from_millis(d::KEEPALIVE_TIMEOUT_MS),
             stream_idle_timeout: Duration::from_millis(d::STREAM_IDLE_TIMEOUT_MS),
+            dns: DnsLimits::default(),
         }
     }
 }
@@ -422,6 +473,10 @@ pub struct Dns {
     /// (`SO_REUSEPORT` when more than one). Default 1, at most 64. Read at start: a change
     /// needs a restart or an upgrade, like `listen.dns`.
     pub udp_threads: usize,
+    /// Resolvers whose EDNS client-subnet option is honoured; from any other source the
+    /// client is placed by its own address. Default every address (`0.0.0.0/0`, `::/0`);
+    /// an empty list honours no ECS at all.
+    pub ecs_trusted: Vec<ipnet::IpNet>,
 }
 
 /// `[dns.soa]`: the SOA record at the apex.

@@ -160,6 +160,8 @@ pub(crate) struct RawDns {
     #[serde(default)]
     pub soa: RawSoa,
     pub geoip: Option<RawGeoIp>,
+    /// Resolvers whose EDNS client-subnet is honoured (`validate/dns_guard.rs`).
+    pub ecs_trusted: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -246,6 +248,14 @@ pub(crate) struct RawLimits {
     pub keepalive_timeout: Option<String>,
     // issue 14, point 8
     pub stream_idle_timeout: Option<String>,
+    // The DNS listener's limits (`validate/dns_guard.rs`).
+    pub dns_tcp_max_connections: Option<i64>,
+    pub dns_tcp_idle_timeout: Option<String>,
+    pub dns_rrl_rate: Option<i64>,
+    pub dns_rrl_burst: Option<i64>,
+    pub dns_rrl_slip: Option<i64>,
+    pub dns_rrl_ipv4_prefix: Option<i64>,
+    pub dns_rrl_ipv6_prefix: Option<i64>,
 }
 
 /// `[tls]`: the listeners' certificate and the default CA of upstream sites.

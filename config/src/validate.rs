@@ -10,6 +10,8 @@ use crate::duration::parse_duration;
 use crate::model::*;
 use crate::raw::*;
 
+mod dns_guard;
+
 /// Collects errors as (key path, message); lines are added by the caller.
 #[derive(Default)]
 pub(crate) struct Problems(pub Vec<(String, String)>);
@@ -943,6 +945,7 @@ fn dns(raw: &RawDns, base_dir: &Path, p: &mut Problems) -> Dns {
         soa,
         geoip,
         udp_threads,
+        ecs_trusted: dns_guard::ecs_trusted(raw.ecs_trusted.as_deref(), p),
     }
 }
 
@@ -1289,6 +1292,7 @@ fn limits(raw: &RawLimits, p: &mut Problems) -> Limits {
             "stream_idle_timeout",
             p,
         ),
+        dns: dns_guard::dns_limits(raw, p),
     }
 }
 

@@ -10,15 +10,20 @@ use crate::harness::{free_port, get, wait_until, DemoSite, Sitesteer};
 
 /// What `dig` said.
 #[derive(Debug, Default)]
-struct Dig {
-    status: String,
-    flags: Vec<String>,
-    answers: Vec<(u32, String, String)>,
-    text: String,
+pub(crate) struct Dig {
+    /// The response code (`NOERROR`, ...).
+    pub status: String,
+    /// The header flags (`qr`, `aa`, `tc`, ...).
+    pub flags: Vec<String>,
+    /// The answer section: (TTL, type, data).
+    pub answers: Vec<(u32, String, String)>,
+    /// All of dig's output.
+    pub text: String,
 }
 
 impl Dig {
-    fn addrs(&self) -> Vec<&str> {
+    /// The A and AAAA data of the answer, in order.
+    pub(crate) fn addrs(&self) -> Vec<&str> {
         self.answers
             .iter()
             .filter(|(_, t, _)| t == "A" || t == "AAAA")
@@ -26,13 +31,14 @@ impl Dig {
             .collect()
     }
 
-    fn has_flag(&self, flag: &str) -> bool {
+    /// Whether the header has `flag`.
+    pub(crate) fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f == flag)
     }
 }
 
 /// Runs `dig @127.0.0.1 -p PORT ARGS` (one try, 2 s) and parses its output.
-async fn dig(port: u16, args: &[&str]) -> Dig {
+pub(crate) async fn dig(port: u16, args: &[&str]) -> Dig {
     let out = tokio::process::Command::new("dig")
         .args(["@127.0.0.1", "-p", &port.to_string(), "+tries=1", "+time=2"])
         .args(args)
@@ -74,7 +80,8 @@ async fn dig(port: u16, args: &[&str]) -> Dig {
     d
 }
 
-const ZONE: &str = "mcp.test.";
+/// The zone of the DNS tests.
+pub(crate) const ZONE: &str = "mcp.test.";
 
 fn probes() -> &'static str {
     "[health]\nrise = 2\nfall = 2\n\n[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\njitter = \"5ms\"\n\n"

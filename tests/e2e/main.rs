@@ -14,6 +14,8 @@ mod checked;
 mod cluster;
 mod config_check;
 mod dns;
+mod dns_flood;
+mod dns_guard;
 mod drill;
 mod failover;
 mod forwarded;

@@ -73,6 +73,7 @@ pub(super) const BROKEN: &[(&str, &str, &str)] = &[
     ("dns min_ttl above ttl", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\nttl = 5\nmin_ttl = 9\n", "dns.min_ttl"),
     ("dns name listed twice", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\nnames = [\"api\", \"API\"]\n", "dns.names[1]"),
     ("dns soa refresh as a duration string", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\n[dns.soa]\nrefresh = \"1h\"\n", "dns.soa.refresh"),
+    ("dns ecs_trusted not a network", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\necs_trusted = [\"resolver.example\"]\n", "dns.ecs_trusted[0]"),
     ("dns udp_threads of zero", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\nudp_threads = 0\n", "dns.udp_threads"),
     ("geoip without its database", "[listen]\ndns = \"127.0.0.1:5353\"\n\n[[site]]\nname = \"a\"\n[site.endpoints]\nhttp = \"127.0.0.1:1\"\n\n[dns]\nzone = \"a.b.\"\n[dns.geoip]\ncountries = { US = \"a\" }\n", "dns.geoip.db"),
     // [[geo]]
@@ -108,4 +109,6 @@ pub(super) const BROKEN: &[(&str, &str, &str)] = &[
     ("zero connections", concat!(base!(), "[limits]\nmax_connections = 0\n"), "limits.max_connections"),
     ("body timeout as a number", concat!(base!(), "[limits]\nbody_timeout = 30\n"), "limits.body_timeout"),
     ("limits key misspelt", concat!(base!(), "[limits]\nmax_body = 1\n"), "limits.max_body"),
+    ("zero dns tcp connections", concat!(base!(), "[limits]\ndns_tcp_max_connections = 0\n"), "limits.dns_tcp_max_connections"),
+    ("dns rrl ipv4 prefix over 32", concat!(base!(), "[limits]\ndns_rrl_ipv4_prefix = 33\n"), "limits.dns_rrl_ipv4_prefix"),
 ];

@@ -6,9 +6,9 @@
 //! (names, SOA, NS, NXDOMAIN/NODATA/REFUSED, the TTL rule), [`geo`] (client network →
 //! region, ECS scope), [`answer`] (addresses in steering order), [`respond`] (the reply to
 //! one query, the single source of every answer), [`udp`] (UDP on its own threads, with
-//! `recvmmsg`/`sendmmsg`) and [`replay`] (its per-packet path and replay cache), [`handler`]
-//! (hickory's `RequestHandler`, which serves TCP on the control runtime) and [`watch`]
-//! (events when an answer set changes).
+//! `recvmmsg`/`sendmmsg`) and [`replay`] (its per-packet path and replay cache), [`rrl`]
+//! (response rate limiting over UDP), [`tcp`] (DNS over TCP on a thread of its own, with a
+//! connection cap and an idle timeout) and [`watch`] (events when an answer set changes).
 //!
 //! The zone and the DNS view of the snapshot are rebuilt lazily on the query path whenever
 //! the published snapshot changes, so a site that goes down leaves the answers at the next
@@ -17,9 +17,10 @@
 
 mod answer;
 mod geo;
-pub mod handler;
 pub mod replay;
 mod respond;
+pub mod rrl;
+pub mod tcp;
 mod udp;
 mod watch;
 mod zone;
@@ -34,10 +35,9 @@ mod tests_udp;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use sitesteer_config::Config;
+use sitesteer_config::{Config, Rrl};
 use sitesteer_probes::{HealthHandle, Snapshot};
 
 use crate::events::EventLog;
@@ -45,13 +45,8 @@ use crate::metrics::Metrics;
 
 use answer::View;
 use geo::{GeoDb, GeoMap};
-use handler::DnsHandler;
+use rrl::RateLimiter;
 use zone::Zone;
-
-/// How long an idle DNS-over-TCP connection stays open.
-pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Responses queued per DNS-over-TCP connection.
-pub const TCP_RESPONSE_BUFFER: usize = 32;
 
 /// What one query answers from: the zone of a config generation and the DNS view of one
 /// snapshot version.
@@ -61,12 +56,27 @@ pub struct Current {
     pub zone: Option<Arc<Zone>>,
     /// The snapshot, re-keyed by address family.
     pub view: View,
+    /// Response rate limiting over UDP, from the snapshot's config.
+    pub rrl: Rrl,
 }
 
-/// The state shared by the handler and the event watcher.
+impl Current {
+    /// What queries answer from with `zone` and `snap`.
+    pub fn new(zone: Option<Arc<Zone>>, snap: &Snapshot) -> Self {
+        Self {
+            zone,
+            view: View::new(snap),
+            rrl: snap.config.limits.dns.rrl,
+        }
+    }
+}
+
+/// The state shared by the UDP threads, the TCP thread and the event watcher.
 pub struct Shared {
     health: HealthHandle,
     current: ArcSwap<Current>,
+    /// The UDP threads' response rate limiter.
+    limiter: RateLimiter,
 }
 
 /// Why the DNS server could not start.
@@ -119,13 +129,11 @@ impl Shared {
     pub fn new(health: HealthHandle) -> Result<Self, StartError> {
         let snap = health.snapshot();
         let zone = Zone::build(&snap.config, geo_map(&snap.config, true)?)?.map(Arc::new);
-        let current = Current {
-            zone,
-            view: View::new(&snap),
-        };
+        let current = Current::new(zone, &snap);
         Ok(Self {
             health,
             current: ArcSwap::from_pointee(current),
+            limiter: RateLimiter::default(),
         })
     }
 
@@ -153,10 +161,7 @@ impl Shared {
                 }
             }
         };
-        let fresh = Arc::new(Current {
-            zone,
-            view: View::new(snap),
-        });
+        let fresh = Arc::new(Current::new(zone, snap));
         self.current.store(fresh.clone());
         fresh
     }
@@ -172,9 +177,9 @@ impl Shared {
     }
 }
 
-/// Binds `addr` and serves the zone until the process ends: TCP with hickory's server on the
-/// current tokio runtime, UDP on `dns.udp_threads` threads of its own ([`udp`]); also starts
-/// the answer-set watcher.
+/// Binds `addr` and serves the zone until the process ends: TCP on a thread of its own
+/// ([`tcp`]), UDP on `dns.udp_threads` threads of their own ([`udp`]); also starts the
+/// answer-set watcher on the current tokio runtime.
 pub async fn start(
     addr: SocketAddr,
     health: HealthHandle,
@@ -183,7 +188,10 @@ pub async fn start(
 ) -> Result<(), StartError> {
     let bind = |source| StartError::Bind { addr, source };
     // TCP first: during an upgrade it fails while the old process still holds the port.
-    let tcp = tokio::net::TcpListener::bind(addr).await.map_err(bind)?;
+    let tcp = tokio::net::TcpListener::bind(addr)
+        .await
+        .and_then(|l| l.into_std())
+        .map_err(bind)?;
     let threads = health
         .snapshot()
         .config
@@ -194,13 +202,7 @@ pub async fn start(
     let udp =
         udp::UdpServer::start(addr, threads, shared.clone(), metrics.clone()).map_err(bind)?;
     udp.detach();
-    let mut server = hickory_server::Server::new(DnsHandler::new(shared.clone(), metrics));
-    server.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-    tokio::spawn(async move {
-        if let Err(e) = server.block_until_done().await {
-            tracing::error!(error = %e, "dns server stopped");
-        }
-    });
+    tcp::start(tcp, shared.clone(), metrics).map_err(bind)?;
     tokio::spawn(watch::watch(shared, events));
     tracing::info!(%addr, "dns listening (tcp)");
     Ok(())

@@ -1,21 +1,22 @@
 //! One UDP packet in, at most one response out, for the UDP threads of [`super::udp`]: the
-//! query is parsed by hickory, answered by [`respond`] and encoded by hickory
-//! ([`encode_udp`]), exactly as over TCP. On top of that, a per-thread **replay cache**
+//! query is parsed by hickory, answered by [`respond`](super::respond) and encoded by hickory
+//! ([`respond_packet`]), exactly as over TCP. On top of that, a per-thread **replay cache**
 //! keeps the encoded response of each distinct query, so that a repeated query is answered
 //! without parsing or encoding.
 //!
 //! What may be replayed: a response depends on the query's bytes (all but the id), the client's
 //! region (from the source address, or from the ECS option, which is in the bytes), the
 //! zone and snapshot it was answered from, and the weighted shuffle of the addresses, which
-//! is drawn per query. So the cache is keyed by (region of the source address, query bytes
-//! after the id), holds only answers of the current [`Current`] (it is emptied when the
+//! is drawn per query; and whether the ECS option counts depends on the source being in
+//! `dns.ecs_trusted`. So the cache is keyed by (that trust, region of the source address,
+//! query bytes after the id), holds only answers of the current [`Current`] (it is emptied when the
 //! snapshot or the zone changes), and a replay draws the shuffle again: it calls
-//! [`answer_into`] (the same steering as [`respond`]) with a fresh seed and writes the addresses,
+//! [`answer_into`] (the same steering as [`respond`](super::respond::respond)) with a fresh seed and writes the addresses,
 //! in that order, over the address records' data. Every address record of one family has the
 //! same owner, type, class, TTL and length, so the order is the only thing a shuffle
 //! changes; a replay whose steering answer differs in size or mode from the cached one falls
 //! back to the full path. A template is only cached after checking that its address records
-//! hold exactly the addresses [`respond`] chose, in order; a unit test checks that a replay
+//! hold exactly the addresses [`respond`](super::respond::respond) chose, in order; a unit test checks that a replay
 //! equals the full path's bytes for the same seed.
 //!
 //! Bounds: queries longer than [`MAX_KEYED`] bytes are not cached, and the cache is emptied
@@ -27,17 +28,14 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Header, Metadata, ResponseCode};
-use hickory_server::proto::serialize::binary::{BinDecodable, BinDecoder};
-use hickory_server::server::{Request, ResponseInfo};
+use hickory_server::server::ResponseInfo;
 use prometheus::IntCounter;
 
 use crate::metrics::Metrics;
 use crate::steer::Mode;
 
 use super::answer::{answer_into, Answer, Family};
-use super::respond::{encode_udp, family_index, header_only, respond, Reply};
+use super::respond::{family_index, respond_packet, Packet, Reply, Transport};
 use super::Current;
 
 /// Length of a DNS header.
@@ -79,8 +77,9 @@ pub struct Responder {
     /// The `Current` the cache was filled from.
     cached_for: Option<Arc<Current>>,
     key: Vec<u8>,
-    /// The last source address and its region, for `cached_for` (clients repeat).
-    last_src: Option<(IpAddr, Option<Arc<str>>)>,
+    /// The last source address, its region and whether its ECS is trusted, for
+    /// `cached_for` (clients repeat).
+    last_src: Option<(IpAddr, Option<Arc<str>>, bool)>,
     scratch: Answer,
     replayed: u64,
 }
@@ -95,13 +94,19 @@ pub fn answerable(src: SocketAddr) -> bool {
         }
 }
 
+/// Whether `packet` from `src` is a query that gets an answer at all: a header, the QR bit
+/// clear (responses are never answered: no reflection loops) and an [`answerable`] source.
+pub fn is_query(packet: &[u8], src: SocketAddr) -> bool {
+    packet.len() >= HEADER_LEN && packet[2] & 0x80 == 0 && answerable(src)
+}
+
 fn read_u16(bytes: &[u8], at: usize) -> Option<u16> {
     let b = bytes.get(at..at.checked_add(2)?)?;
     Some(u16::from_be_bytes([b[0], b[1]]))
 }
 
 /// The offset just past the name at `at` (labels, ending with the root or a pointer).
-fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
+pub(super) fn skip_name(msg: &[u8], mut at: usize) -> Option<usize> {
     // A name has at most 127 labels.
     for _ in 0..128 {
         let len = *msg.get(at)?;
@@ -282,14 +287,10 @@ impl Responder {
         out: &mut Vec<u8>,
         seed: u64,
     ) -> bool {
-        // The QR bit: responses are never answered (no reflection loops).
-        let (Some(id), Some(flags)) = (packet.get(..2), packet.get(2)) else {
-            return false;
-        };
-        if packet.len() < HEADER_LEN || flags & 0x80 != 0 || !answerable(src) {
+        if !is_query(packet, src) {
             return false;
         }
-        let id = [id[0], id[1]];
+        let id = [packet[0], packet[1]];
         if !self
             .cached_for
             .as_ref()
@@ -315,23 +316,19 @@ impl Responder {
             }
         }
 
-        let request = match Request::from_bytes(packet.to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(error) => {
-                // The header is readable (12 bytes or more): FORMERR, as hickory answers.
-                let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
-                    return false;
-                };
-                tracing::debug!(%src, %error, "malformed dns query");
-                let mut meta = Metadata::response_from_request(&header.metadata);
-                meta.response_code = ResponseCode::FormErr;
-                header_only(meta, out);
-                return true;
-            }
+        let (reply, info) = match respond_packet(
+            current,
+            &self.metrics,
+            packet,
+            src,
+            Transport::Udp,
+            seed,
+            out,
+        ) {
+            Packet::Answered(reply, info) => (reply, info),
+            Packet::FormErr => return true,
+            Packet::Nothing => return false,
         };
-        let reply = respond(current, &self.metrics, &request, src, seed);
-        let info = encode_udp(reply.message(&request.queries), out);
-        reply.sent(&self.metrics, &info);
         if keyed {
             if let Some(t) = Template::of(&reply, &info, out) {
                 if self.cache.len() >= CACHE_ENTRIES {
@@ -343,19 +340,21 @@ impl Responder {
         true
     }
 
-    /// The cache key of `packet` from `src`: the region of the source address, then the query
-    /// after its id.
+    /// The cache key of `packet` from `src`: whether the source's ECS is trusted, the region
+    /// of the source address, then the query after its id.
     fn key_of(&mut self, current: &Current, packet: &[u8], src: SocketAddr) {
         let ip = src.ip();
-        if self.last_src.as_ref().is_none_or(|(last, _)| *last != ip) {
-            let region = current
-                .zone
-                .as_deref()
-                .and_then(|z| z.geo.locate(ip, if ip.is_ipv4() { 32 } else { 128 }).region);
-            self.last_src = Some((ip, region));
+        if self.last_src.as_ref().is_none_or(|(last, ..)| *last != ip) {
+            let zone = current.zone.as_deref();
+            let region =
+                zone.and_then(|z| z.geo.locate(ip, if ip.is_ipv4() { 32 } else { 128 }).region);
+            let trusted = zone.is_some_and(|z| z.trusts_ecs(ip));
+            self.last_src = Some((ip, region, trusted));
         }
         self.key.clear();
-        match self.last_src.as_ref().and_then(|(_, r)| r.as_deref()) {
+        self.key
+            .push(u8::from(self.last_src.as_ref().is_some_and(|(.., t)| *t)));
+        match self.last_src.as_ref().and_then(|(_, r, _)| r.as_deref()) {
             None => self.key.push(0),
             Some(r) => {
                 self.key.push(1);

@@ -10,14 +10,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{
     Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_server::proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
-use hickory_server::proto::rr::rdata::{A, AAAA};
+use hickory_server::proto::rr::rdata::{A, AAAA, HINFO};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
-use hickory_server::proto::serialize::binary::{BinEncodable, BinEncoder};
-use hickory_server::server::ResponseInfo;
+use hickory_server::proto::serialize::binary::{
+    BinDecodable, BinDecoder, BinEncodable, BinEncoder,
+};
+use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{
     MessageRequest, MessageResponse, MessageResponseBuilder, Queries,
 };
@@ -31,7 +34,7 @@ use super::zone::OTHER;
 use super::Current;
 
 /// Largest UDP payload answered, whatever the client offers (the DNS flag day 2020 value).
-pub const MAX_UDP_PAYLOAD: u16 = 1232;
+pub(super) const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// The UDP payload limit without EDNS (RFC 1035 section 4.2.1).
 pub(super) const PLAIN_UDP_PAYLOAD: u16 = 512;
@@ -62,24 +65,42 @@ fn rcode_label(code: ResponseCode) -> &'static str {
     }
 }
 
-/// The client network: the ECS option when present, else the source address.
-fn client(message: &MessageRequest, src: SocketAddr) -> (IpAddr, u8, Option<ClientSubnet>) {
-    let ecs = message
+/// The query's ECS option, if any.
+fn client_subnet(message: &MessageRequest) -> Option<ClientSubnet> {
+    message
         .edns
         .as_ref()
         .and_then(|e| e.option(EdnsCode::Subnet))
         .and_then(|o| match o {
             EdnsOption::Subnet(s) => Some(*s),
             _ => None,
-        });
+        })
+}
+
+/// The client network: the ECS option when present and `trusted` (its resolver is in
+/// `dns.ecs_trusted`), else the source address.
+fn client(src: SocketAddr, ecs: Option<ClientSubnet>, trusted: bool) -> (IpAddr, u8) {
     match ecs {
-        Some(s) => (s.addr(), s.source_prefix(), Some(s)),
-        None => {
+        Some(s) if trusted => (s.addr(), s.source_prefix()),
+        _ => {
             let ip = src.ip();
-            (ip, if ip.is_ipv4() { 32 } else { 128 }, None)
+            (ip, if ip.is_ipv4() { 32 } else { 128 })
         }
     }
 }
+
+/// The RFC 8482 answer to ANY: one HINFO record, CPU `RFC8482`, OS empty.
+fn rfc8482(owner: Name) -> Record {
+    Record::from_rdata(
+        owner,
+        ANY_TTL,
+        RData::HINFO(HINFO::new("RFC8482".to_string(), String::new())),
+    )
+}
+
+/// TTL of the RFC 8482 HINFO answer, seconds: it never changes, so resolvers may keep it
+/// long and stop asking (RFC 8482 section 6).
+pub(super) const ANY_TTL: u32 = 3600;
 
 fn address_record(owner: &Name, ttl: u32, ip: IpAddr) -> Record {
     let data = match ip {
@@ -95,7 +116,8 @@ pub(super) struct Reply {
     current: Arc<Current>,
     meta: Metadata,
     edns: Option<Edns>,
-    /// Address records, A before AAAA, each family in answer order.
+    /// The answer's own records: addresses (A before AAAA, each family in answer order),
+    /// or the RFC 8482 HINFO of an ANY query.
     records: Vec<Record>,
     soa: bool,
     ns: bool,
@@ -247,14 +269,18 @@ pub(super) fn respond(
         return Reply::bare(current, metrics, message, ResponseCode::Refused, edns);
     };
     let plan = zone.plan(query.name(), query.query_type(), query.query_class());
-    let (ip, source, ecs) = client(message, src);
+    let ecs = client_subnet(message);
+    let trusted = ecs.is_some() && zone.trusts_ecs(src.ip());
+    let (ip, source) = client(src, ecs, trusted);
     let located = if plan.a || plan.aaaa {
         zone.geo.locate(ip, source)
     } else {
         Located::default()
     };
     if let (Some(edns), Some(ecs)) = (edns.as_mut(), ecs) {
-        let scoped = ClientSubnet::new(ecs.addr(), ecs.source_prefix(), located.scope);
+        // Scope 0 for an untrusted resolver: the answer is the same whatever subnet it sends.
+        let scope = if trusted { located.scope } else { 0 };
+        let scoped = ClientSubnet::new(ecs.addr(), ecs.source_prefix(), scope);
         edns.options_mut().insert(EdnsOption::Subnet(scoped));
     }
 
@@ -273,6 +299,13 @@ pub(super) fn respond(
             }
             answers[family_index(family)] = Some(a);
         }
+    }
+    if plan.hinfo {
+        let owner = plan
+            .owner
+            .cloned()
+            .unwrap_or_else(|| Name::from(query.name().clone()));
+        records.push(rfc8482(owner));
     }
     let answered = usize::from(plan.soa) + if plan.ns { zone.ns.len() } else { 0 } + records.len();
     let negative = plan.rcode == ResponseCode::NXDomain
@@ -302,6 +335,68 @@ pub(super) fn respond(
     }
 }
 
+/// The transport a query came over: it sets how large the answer may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Transport {
+    /// At most the client's EDNS UDP size, TC past it.
+    Udp,
+    /// Up to the 65535 bytes of the length prefix (RFC 7766).
+    Tcp,
+}
+
+/// What [`respond_packet`] did with one message.
+// Returned by value once per query and never stored: boxing the reply would only add an
+// allocation per query.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Packet {
+    /// Answered: the reply and what was encoded into the output.
+    Answered(Reply, ResponseInfo),
+    /// Unparsable with a readable header: the output holds a bare FORMERR.
+    FormErr,
+    /// Nothing to send (no readable header).
+    Nothing,
+}
+
+/// The full path of one DNS message `packet` from `src` over `transport`: parsed by hickory,
+/// answered by [`respond`] (with `seed` for the shuffle), encoded into `out` and counted. A
+/// message hickory cannot parse gets FORMERR when its header is readable, as hickory's own
+/// server answers. Never panics on input.
+pub(super) fn respond_packet(
+    current: &Arc<Current>,
+    metrics: &Metrics,
+    packet: &[u8],
+    src: SocketAddr,
+    transport: Transport,
+    seed: u64,
+    out: &mut Vec<u8>,
+) -> Packet {
+    let protocol = match transport {
+        Transport::Udp => Protocol::Udp,
+        Transport::Tcp => Protocol::Tcp,
+    };
+    let request = match Request::from_bytes(packet.to_vec(), src, protocol) {
+        Ok(request) => request,
+        Err(error) => {
+            let Ok(header) = Header::read(&mut BinDecoder::new(packet)) else {
+                return Packet::Nothing;
+            };
+            tracing::debug!(%src, %error, "malformed dns query");
+            let mut meta = Metadata::response_from_request(&header.metadata);
+            meta.response_code = ResponseCode::FormErr;
+            header_only(meta, out);
+            return Packet::FormErr;
+        }
+    };
+    let reply = respond(current, metrics, &request, src, seed);
+    let message = reply.message(&request.queries);
+    let info = match transport {
+        Transport::Udp => encode_udp(message, out),
+        Transport::Tcp => encode(message, u16::MAX, out),
+    };
+    reply.sent(metrics, &info);
+    Packet::Answered(reply, info)
+}
+
 /// Encodes `message` for UDP into `out` (cleared first), as hickory's server would: at most
 /// the reply's EDNS UDP size ([`PLAIN_UDP_PAYLOAD`] without EDNS), records that do not fit
 /// left out with TC set, and a bare SERVFAIL when the message cannot be encoded.
@@ -315,8 +410,24 @@ where
     S: Iterator<Item = &'a Record> + Send + 'a,
     D: Iterator<Item = &'a Record> + Send + 'a,
 {
-    let id = message.metadata().id;
     let max = message.edns().map_or(PLAIN_UDP_PAYLOAD, Edns::max_payload);
+    encode(message, max, out)
+}
+
+/// Encodes `message` into `out` (cleared first) in at most `max` bytes: records that do not
+/// fit are left out with TC set, and a message that cannot be encoded is a bare SERVFAIL.
+pub(super) fn encode<'a, A, N, S, D>(
+    message: MessageResponse<'_, 'a, A, N, S, D>,
+    max: u16,
+    out: &mut Vec<u8>,
+) -> ResponseInfo
+where
+    A: Iterator<Item = &'a Record> + Send + 'a,
+    N: Iterator<Item = &'a Record> + Send + 'a,
+    S: Iterator<Item = &'a Record> + Send + 'a,
+    D: Iterator<Item = &'a Record> + Send + 'a,
+{
+    let id = message.metadata().id;
     out.clear();
     let error = {
         let mut encoder = BinEncoder::new(out);

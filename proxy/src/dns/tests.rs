@@ -195,9 +195,29 @@ fn the_zone_plans_answers_and_errors() {
         plan("mcp.example.com.", NS),
         (ok, "@".into(), false, false, false, true)
     );
+    // RFC 8482: ANY gets the one HINFO, not every record set, at the apex and a served name;
+    // a name without records stays NODATA.
+    let any = |n: &str| {
+        let p = zone.plan(&lower(n), ANY, DNSClass::IN);
+        (p.rcode, p.a, p.aaaa, p.soa, p.ns, p.hinfo)
+    };
     assert_eq!(
-        plan("mcp.example.com.", ANY),
-        (ok, "@".into(), true, true, true, true)
+        any("mcp.example.com."),
+        (ok, false, false, false, false, true)
+    );
+    assert_eq!(
+        any("api.mcp.example.com."),
+        (ok, false, false, false, false, true)
+    );
+    assert_eq!(
+        any("deep.mcp.example.com."),
+        (ok, false, false, false, false, false)
+    );
+    assert_eq!(any("nope.mcp.example.com.").0, ResponseCode::NXDomain);
+    assert!(
+        !zone
+            .plan(&lower("api.mcp.example.com."), A, DNSClass::IN)
+            .hinfo
     );
     let nodata = (ok, "api".into(), false, false, false, false);
     assert_eq!(plan("api.mcp.example.com.", TXT), nodata);
@@ -338,10 +358,7 @@ fn a_maxmind_database_maps_countries_and_continents() {
 async fn answer_set_changes_are_events_at_most_once_a_second() {
     let snap = three();
     let zone = Some(Arc::new(zone_of(&snap)));
-    let cur = |s: &Snapshot| Current {
-        zone: zone.clone(),
-        view: View::new(s),
-    };
+    let cur = |s: &Snapshot| Current::new(zone.clone(), s);
     let mut tracker = Tracker::default();
     let t0 = Instant::now();
     assert!(

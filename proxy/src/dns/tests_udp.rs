@@ -1,6 +1,7 @@
 //! Unit tests of the UDP path: a replayed answer is byte for byte the full path's answer for
 //! the same seed (every query shape: addresses, ECS, EDNS sizes, truncation, negative answers),
-//! malformed packets are dropped or get FORMERR and never panic, and the UDP threads answer
+//! ECS counts only from trusted resolvers (and the cache keeps their answers apart), malformed
+//! packets are dropped or get FORMERR and never panic, and the UDP threads answer
 //! real packets on loopback and stop.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -15,7 +16,6 @@ use proptest::prelude::*;
 
 use crate::metrics::Metrics;
 
-use super::answer::View;
 use super::geo::GeoMap;
 use super::replay::Responder;
 use super::tests::{config, snapshot_of, Site};
@@ -31,10 +31,7 @@ fn current_of(sites: &[Site<'_>]) -> Arc<Current> {
     let snap = snapshot_of(config(sites, &format!("{ZONE}{GEO}")));
     let geo = GeoMap::new(&snap.config.geo, None);
     let zone = Zone::build(&snap.config, geo).expect("zone");
-    Arc::new(Current {
-        zone: zone.map(Arc::new),
-        view: View::new(&snap),
-    })
+    Arc::new(Current::new(zone.map(Arc::new), &snap))
 }
 
 fn mixed() -> Arc<Current> {
@@ -188,6 +185,65 @@ fn a_replay_is_the_full_answer_for_the_same_seed() {
         orders.insert(format!("{:?}", m.answers));
     }
     assert_eq!(orders.len(), 2, "both orders of eu and us");
+}
+
+/// The A records of `answer` and the scope of its ECS option.
+fn addresses_and_scope(answer: &[u8]) -> (String, Option<u8>) {
+    let m = Message::from_vec(answer).expect("answer decodes");
+    let scope = m
+        .edns
+        .as_ref()
+        .and_then(|e| e.option(hickory_server::proto::rr::rdata::opt::EdnsCode::Subnet))
+        .and_then(|o| match o {
+            EdnsOption::Subnet(s) => Some(s.scope_prefix()),
+            _ => None,
+        });
+    (format!("{:?}", m.answers), scope)
+}
+
+#[test]
+fn ecs_counts_only_from_trusted_resolvers_and_the_cache_keeps_them_apart() {
+    let sites = [
+        ("eu", 0, 100, "eu", "192.0.2.1", "http"),
+        ("us", 0, 100, "us", "192.0.2.2", "http"),
+    ];
+    let snap = snapshot_of(config(
+        &sites,
+        &format!("{ZONE}ecs_trusted = [\"10.9.0.0/16\"]\n{GEO}"),
+    ));
+    let zone = Zone::build(&snap.config, GeoMap::new(&snap.config.geo, None)).expect("zone");
+    let cur = Arc::new(Current::new(zone.map(Arc::new), &snap));
+    let api = "api.mcp.example.com.";
+    let claims_eu = query(1, api, RecordType::A, Some((1232, Some(("10.1.2.0", 24)))));
+    let plain = query(1, api, RecordType::A, Some((1232, None)));
+    let (trusted, untrusted, eu_host) =
+        (src("10.9.0.1:53"), src("10.8.0.1:53"), src("10.1.0.7:53"));
+    let (mut warm, _) = responder();
+    for seed in 0..20u64 {
+        let answer = |r: &mut Responder, packet: &[u8], from| {
+            let mut out = Vec::new();
+            assert!(r.answer_seeded(&cur, packet, from, &mut out, seed));
+            addresses_and_scope(&out)
+        };
+        let (mut cold, _) = responder();
+        // One warm responder answers both sources, twice each (the second from its cache);
+        // neither source has a region of its own, so only the trust keeps their answers apart.
+        for _ in 0..2 {
+            let from_trusted = answer(&mut warm, &claims_eu, trusted);
+            let from_untrusted = answer(&mut warm, &claims_eu, untrusted);
+            assert_eq!(
+                from_trusted.0,
+                answer(&mut cold, &plain, eu_host).0,
+                "trusted: the subnet's region"
+            );
+            assert_eq!(
+                from_untrusted.0,
+                answer(&mut cold, &plain, untrusted).0,
+                "untrusted: placed by its own address"
+            );
+            assert_eq!((from_trusted.1, from_untrusted.1), (Some(16), Some(0)));
+        }
+    }
 }
 
 #[test]

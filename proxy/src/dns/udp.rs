@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -27,8 +27,9 @@ use nix::sys::socket::{
 
 use crate::metrics::Metrics;
 
-use super::replay::Responder;
+use super::replay::{is_query, Responder};
 use super::respond::MAX_UDP_PAYLOAD;
+use super::rrl::{slip, Verdict};
 use super::Shared;
 
 pub(super) use sitesteer_config::DNS_UDP_THREADS as DEFAULT_THREADS;
@@ -148,7 +149,7 @@ type Received = (usize, Option<SockaddrStorage>, bool);
 
 fn serve(socket: &UdpSocket, shared: &Shared, metrics: Arc<Metrics>, stop: &AtomicBool) {
     let fd = socket.as_raw_fd();
-    let mut responder = Responder::new(metrics);
+    let mut responder = Responder::new(metrics.clone());
     let mut rx: Box<[[u8; RECV_BUF]; BATCH]> =
         match vec![[0u8; RECV_BUF]; BATCH].into_boxed_slice().try_into() {
             Ok(rx) => rx,
@@ -196,6 +197,7 @@ fn serve(socket: &UdpSocket, shared: &Shared, metrics: Arc<Metrics>, stop: &Atom
         };
         failing = false;
         let current = shared.current();
+        let now = Instant::now();
         let mut answers = 0;
         for (&(len, from, cut), packet) in got.iter().zip(rx.iter()).take(n) {
             let (Some(from), false) = (from, cut) else {
@@ -206,7 +208,18 @@ fn serve(socket: &UdpSocket, shared: &Shared, metrics: Arc<Metrics>, stop: &Atom
             else {
                 continue;
             };
-            if responder.answer(&current, packet, src, out) {
+            let answered = is_query(packet, src)
+                && match shared.limiter.check(src.ip(), now, &current.rrl) {
+                    Verdict::Answer => responder.answer(&current, packet, src, out),
+                    limited => {
+                        metrics
+                            .dns_rate_limited
+                            .with_label_values(&[limited.label()])
+                            .inc();
+                        limited == Verdict::Slip && slip(packet, out)
+                    }
+                };
+            if answered {
                 to[answers] = Some(from);
                 answers += 1;
             }

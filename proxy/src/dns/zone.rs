@@ -3,11 +3,13 @@
 //! with which TTL. Addresses come from [`super::answer`]; client regions from [`super::geo`].
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::rdata::{NS, SOA};
 use hickory_server::proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use ipnet::IpNet;
 use sitesteer_config::{Config, Dns};
 
 use crate::steer::Mode;
@@ -43,6 +45,8 @@ pub struct Plan<'z> {
     pub soa: bool,
     /// Answer the NS records.
     pub ns: bool,
+    /// Answer an ANY query with the one synthesized HINFO record of RFC 8482.
+    pub hinfo: bool,
 }
 
 impl<'z> Plan<'z> {
@@ -55,6 +59,7 @@ impl<'z> Plan<'z> {
             aaaa: false,
             soa: false,
             ns: false,
+            hinfo: false,
         }
     }
 }
@@ -86,6 +91,8 @@ pub struct Zone {
     pub horizon_down: Option<Duration>,
     /// Client networks to regions.
     pub geo: GeoMap,
+    /// Resolvers whose ECS option is honoured (`dns.ecs_trusted`).
+    ecs_trusted: Vec<IpNet>,
 }
 
 /// Why a zone could not be built.
@@ -169,7 +176,18 @@ impl Zone {
             horizon_up: shortest.map(|i| i * config.health.fall),
             horizon_down: shortest.map(|i| i * config.health.rise),
             geo,
+            ecs_trusted: dns.ecs_trusted.clone(),
         }))
+    }
+
+    /// Whether the EDNS client-subnet option of a query from `resolver` is honoured
+    /// (`dns.ecs_trusted`); from any other resolver the client is placed by its address.
+    pub fn trusts_ecs(&self, resolver: IpAddr) -> bool {
+        let ip = match resolver {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(resolver, IpAddr::V4),
+            v4 => v4,
+        };
+        self.ecs_trusted.iter().any(|net| net.contains(&ip))
     }
 
     /// The TTL of addresses answered in `mode` (see [`ttl_rule`]).
@@ -202,15 +220,18 @@ impl Zone {
                 ..Plan::refused(label)
             };
         }
+        // ANY gets the minimal answer of RFC 8482 (one synthesized HINFO) wherever the name
+        // has records, never every record set: no amplification.
         let any = qtype == RecordType::ANY;
         Plan {
             rcode: ResponseCode::NoError,
             label,
             owner: served.map(|s| &s.name),
-            a: served.is_some() && (any || qtype == RecordType::A),
-            aaaa: served.is_some() && (any || qtype == RecordType::AAAA),
-            soa: apex && (any || qtype == RecordType::SOA),
-            ns: apex && (any || qtype == RecordType::NS),
+            a: served.is_some() && qtype == RecordType::A,
+            aaaa: served.is_some() && qtype == RecordType::AAAA,
+            soa: apex && qtype == RecordType::SOA,
+            ns: apex && qtype == RecordType::NS,
+            hinfo: any && (served.is_some() || apex),
         }
     }
 }

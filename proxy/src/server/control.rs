@@ -1,7 +1,8 @@
-//! The start-up of the control plane's parts, each on the control runtime: health (with
-//! the restored operator state and incidents), the operator and the cluster, the admin
-//! listener, DNS, and the background tasks (sweeps, events, webhooks, `SIGHUP`, incidents,
-//! drills).
+//! The start-up of the control plane's parts: health (the owner and the probes on the
+//! health runtime, with the restored operator state and incidents), then on the control
+//! runtime the operator and the cluster, the admin listener, DNS (whose listeners run on
+//! threads of their own), and the background tasks (sweeps, events, webhooks, `SIGHUP`,
+//! incidents, drills).
 
 use std::sync::Arc;
 
@@ -26,12 +27,13 @@ use crate::server::Origin;
 use crate::state_file::{PersistedState, SavedIncidents, StateFile};
 use crate::steer::{PublishedCell, SteerMetrics, Steering};
 
-/// Starts the health owner on the restored operator state: with `[cluster]` and etcd
-/// reachable, the fleet's overrides replace the local ones before any traffic is steered;
-/// without it, the state file stands (fail static). Saved incidents are restored; those
-/// that cannot be read are reported and kept.
+/// Starts the health owner and the probes on `health` (their own runtime) on the restored
+/// operator state: with `[cluster]` and etcd reachable, the fleet's overrides replace the
+/// local ones before any traffic is steered; without it, the state file stands (fail
+/// static). Saved incidents are restored; those that cannot be read are reported and kept.
 pub(super) fn start_health(
     control: &Runtime,
+    health: &Runtime,
     config: &Arc<Config>,
     state_file: &StateFile,
     persisted: &mut PersistedState,
@@ -55,8 +57,9 @@ pub(super) fn start_health(
         observer: Some(observer),
         on_publish: Some(published.hook(metrics.panic_mode.clone())),
     };
+    // Everything the owner spawns (the probes, again on each reload) lands on its runtime.
     let health =
-        control.block_on(async { sitesteer_probes::start(config.clone(), restored, hooks) });
+        health.block_on(async { sitesteer_probes::start(config.clone(), restored, hooks) });
     let steering = Arc::new(Steering::new(
         published,
         health.clone(),

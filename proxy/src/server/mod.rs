@@ -1,6 +1,8 @@
-//! Assembles a running sitesteer: the control runtime (health owner, probes, admin API,
-//! operator state, events; `control`) and the pingora server (the data planes; `planes`),
-//! from one validated Config. [`run_with`] reads as the list of parts, in start order.
+//! Assembles a running sitesteer: the health runtime (the health owner and the probes, on a
+//! thread of their own so that no listener's load can delay them), the control runtime
+//! (admin API, operator state, events, state-file writes; `control`), the DNS listener's
+//! own threads, and the pingora server (the data planes; `planes`), from one validated
+//! Config. [`run_with`] reads as the list of parts, in start order.
 
 mod control;
 mod planes;
@@ -111,7 +113,14 @@ where
     let control = control_runtime()?;
     control.block_on(on_control())?;
     let config = Arc::new(config);
-    let (parts, persist_rx) = start_health(&control, &config, &files.state_file, &mut persisted)?;
+    let health = health_runtime()?;
+    let (parts, persist_rx) = start_health(
+        &control,
+        &health,
+        &config,
+        &files.state_file,
+        &mut persisted,
+    )?;
     let operator = start_operator(&control, &parts, &files, persisted, origin);
     control.spawn(persist_incidents(operator.clone(), persist_rx));
     let admin_stop = start_admin(
@@ -130,6 +139,7 @@ where
         config.proxy.drain_timeout,
     ));
     keep_alive(control);
+    keep_alive(health);
     server.run_forever();
 }
 
@@ -170,12 +180,25 @@ impl Files {
     }
 }
 
-/// The runtime of the control plane (health owner, probes, admin, operator): one thread,
-/// apart from pingora's data-plane threads.
+/// The runtime of the control plane (admin, operator, events, state-file writes, the
+/// cluster, webhooks): one thread, apart from pingora's data-plane threads.
 fn control_runtime() -> Result<Runtime, RunError> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("sitesteer-control")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)
+}
+
+/// The runtime of the health owner and the probes, and nothing else: a burst of admin
+/// calls, a DNS flood or a slow state-file write on the control runtime never delays a
+/// probe's timer or its measured latency, nor the owner's folding and publishing. One
+/// thread: probes are light, and a second would only compete for the same cores.
+fn health_runtime() -> Result<Runtime, RunError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("sitesteer-health")
         .enable_all()
         .build()
         .map_err(RunError::Runtime)
@@ -195,7 +218,7 @@ struct Parts {
     cluster: Option<Arc<Cluster>>,
 }
 
-/// The control runtime lives as long as the process.
+/// A runtime lives as long as the process.
 fn keep_alive(runtime: Runtime) {
     std::mem::forget(runtime);
 }
