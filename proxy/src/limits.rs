@@ -373,6 +373,15 @@ impl Drop for ConnSlot {
     }
 }
 
+/// The IP address of `stream`'s client (the PROXY header's, once one was read): `None`
+/// for a peer that is not an IP socket.
+pub(crate) fn peer_ip(stream: &Stream) -> Option<std::net::IpAddr> {
+    match stream.get_socket_digest()?.peer_addr()? {
+        pingora::protocols::l4::socket::SocketAddr::Inet(a) => Some(a.ip()),
+        _ => None,
+    }
+}
+
 /// The client address of `stream` for logs (a PROXY header's, when one was accepted).
 pub(crate) fn peer_of(stream: &Stream) -> String {
     stream

@@ -53,6 +53,9 @@ pub struct Metrics {
     pub dns_queries: IntCounterVec,
     /// DNS answers sent with TC over UDP because they did not fit.
     pub dns_truncated: IntCounter,
+    /// HTTP requests and TCP connections by listener (`http`, `tcp`) and the client's
+    /// `[[geo]]` region (`none` when no entry holds the client).
+    pub client_regions: IntCounterVec,
     /// DNS queries over UDP past their network's rate (`[limits]` `dns_rrl_*`), by action
     /// (`slip`: a truncated answer; `drop`: none).
     pub dns_rate_limited: IntCounterVec,
@@ -210,6 +213,7 @@ impl Metrics {
             webhook_deliveries: build(r, IntCounterVec::new(Opts::new("sitesteer_webhook_deliveries_total", "Webhook deliveries by result."), &["result"]).expect("valid metric")),
             dns_queries: build(r, IntCounterVec::new(Opts::new("sitesteer_dns_queries_total", "DNS queries by name (other for unknown names), query type, response code and client region."), &["name", "qtype", "rcode", "region"]).expect("valid metric")),
             dns_truncated: build(r, IntCounter::new("sitesteer_dns_truncated_total", "DNS answers truncated (TC) over UDP.").expect("valid metric")),
+            client_regions: build(r, IntCounterVec::new(Opts::new("sitesteer_client_regions_total", "HTTP requests and TCP connections by listener and the client's [[geo]] region (none when no entry holds the client)."), &["listener", "region"]).expect("valid metric")),
             dns_rate_limited: build(r, IntCounterVec::new(Opts::new("sitesteer_dns_rate_limited_total", "DNS queries over UDP past their client network's rate (limits.dns_rrl_*), by action: slip (a truncated answer that sends the client to TCP) or drop."), &["action"]).expect("valid metric")),
             cluster_connected: IntGauge::new("sitesteer_cluster_connected", "1 while the cluster store (etcd) answers; 0 while serving the last known operator state.").expect("valid metric"),
             cluster_writes: IntCounterVec::new(Opts::new("sitesteer_cluster_writes_total", "Writes of operator overrides to the cluster store, by result."), &["result"]).expect("valid metric"),

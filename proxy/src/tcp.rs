@@ -5,8 +5,10 @@
 //! closed without ever reaching a site), and those bytes go first. A failed connect tries
 //! another site before the client sees anything; the connection is registered so it can be
 //! closed when its site goes down, or after `limits.stream_idle_timeout` without a byte
-//! either way.
+//! either way. The client (the PROXY header's, when a trusted balancer sent one) is placed
+//! by `[[geo]]`, so the connection prefers its region's sites.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -87,9 +89,18 @@ impl TcpProxy {
         }
     }
 
-    /// Connects to the best site, trying others on failure; returns the site and stream.
-    async fn connect(&self) -> Option<(String, Box<dyn UpstreamIo>)> {
+    /// Connects to the best site for a client at `client`, trying others on failure;
+    /// returns the site and stream.
+    async fn connect(&self, client: Option<IpAddr>) -> Option<(String, Box<dyn UpstreamIo>)> {
         let mut attempts = Attempts::new(EndpointKind::Tcp, self.steering.current());
+        if attempts.places_clients() {
+            let region = attempts.locate(client).unwrap_or("none");
+            tracing::debug!(?client, region, "tcp client placed by [[geo]]");
+            self.metrics
+                .client_regions
+                .with_label_values(&["tcp", region])
+                .inc();
+        }
         loop {
             let choice = attempts.next(&self.steering, None).ok()?;
             let snap = attempts.snapshot();
@@ -125,8 +136,9 @@ impl ServerApp for TcpProxy {
         let _in_flight = crate::restart::InFlight::start();
         // The client's address: a PROXY header's when a trusted balancer sent one.
         let peer = crate::limits::peer_of(&client);
+        let client_ip = crate::limits::peer_ip(&client);
         let first = self.first_bytes(&mut client, shutdown).await?;
-        let Some((site, upstream)) = self.connect().await else {
+        let Some((site, upstream)) = self.connect(client_ip).await else {
             self.metrics.failed_requests.with_label_values(&["-"]).inc();
             self.metrics
                 .requests

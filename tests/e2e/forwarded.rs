@@ -89,7 +89,7 @@ fn seen(answer: &str, name: &str, value: &str) {
 }
 
 /// A connection to `addr` from `source` (any 127/8 address works on loopback).
-async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
+pub(crate) async fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
     socket
         .bind(SocketAddr::new(IpAddr::V4(source), 0))

@@ -19,6 +19,7 @@ mod dns_guard;
 mod drill;
 mod failover;
 mod forwarded;
+mod geo;
 mod hostile;
 mod netns;
 mod ops;

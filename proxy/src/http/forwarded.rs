@@ -5,6 +5,10 @@
 //! incoming value is dropped and replaced by the peer's own address, so no client can make
 //! a site believe it comes from elsewhere. The peer is the connection's client address:
 //! the one a PROXY protocol header carried, if any (`crate::proxy_protocol`).
+//!
+//! [`client_ip`] is who the client is for steering by region (`[[geo]]`): the peer, or, from
+//! a trusted peer, the rightmost `X-Forwarded-For` hop that is not itself a trusted proxy
+//! (nginx's `real_ip_recursive on`).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -52,6 +56,57 @@ fn appended(prior: String, hop: &str) -> String {
     } else {
         format!("{prior}, {hop}")
     }
+}
+
+/// Most `X-Forwarded-For` hops [`client_ip`] walks, right to left, before it settles for
+/// the last trusted one.
+const MAX_HOPS: usize = 32;
+
+/// One `X-Forwarded-For` hop: an address, with a port or in brackets as some proxies write
+/// it; `None` for anything else (`unknown`, an obfuscated name, garbage).
+fn hop(text: &str) -> Option<IpAddr> {
+    let text = text.trim();
+    let ip = text
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
+        .or_else(|| text.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    Some(ip.to_canonical())
+}
+
+/// The client's address for steering, from a connection whose client is `peer`: `peer`
+/// itself unless it is in `trusted`; from a trusted peer, the `X-Forwarded-For` hops of
+/// `req` walked right to left (the last header first), skipping trusted proxies, and the
+/// first hop that is not trusted is the client. The walk stops at a hop that is not an
+/// address, or after [`MAX_HOPS`], and the last trusted address reached (the peer or a hop)
+/// is the client then, as it is when every hop is trusted: nothing left of an address
+/// no trusted proxy vouched for is believed.
+pub fn client_ip(
+    req: &RequestHeader,
+    peer: Option<IpAddr>,
+    trusted: &TrustedProxies,
+) -> Option<IpAddr> {
+    let mut client = peer?.to_canonical();
+    if !trusted.contains(client) {
+        return Some(client);
+    }
+    let hops = req
+        .headers
+        .get_all(XFF)
+        .iter()
+        .rev()
+        // A value that is not text is no address: the walk stops there.
+        .flat_map(|v| v.to_str().unwrap_or("?").rsplit(','))
+        .filter(|h| !h.trim().is_empty())
+        .take(MAX_HOPS);
+    for text in hops {
+        let Some(ip) = hop(text) else { break };
+        client = ip;
+        if !trusted.contains(ip) {
+            break;
+        }
+    }
+    Some(client)
 }
 
 /// Sets the forwarded headers of `req`, from a connection whose client is `client` (over
@@ -154,6 +209,76 @@ mod tests {
         apply(&mut r, client, true, &trusted()).unwrap();
         assert_eq!(all(&r, XFF), ["10.1.1.1"]);
         assert_eq!(all(&r, XFP), ["https"]);
+    }
+
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().unwrap())
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_trusted() {
+        let forged = req(&[(XFF, "10.9.9.9, 198.51.100.7")]);
+        assert_eq!(
+            client_ip(&forged, ip("203.0.113.9"), &trusted()),
+            ip("203.0.113.9"),
+            "an untrusted peer's X-Forwarded-For is ignored"
+        );
+        assert_eq!(
+            client_ip(&forged, ip("::ffff:203.0.113.9"), &trusted()),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(&forged, None, &trusted()), None);
+        let nobody = TrustedProxies::default();
+        assert_eq!(client_ip(&forged, ip("10.1.1.1"), &nobody), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn from_a_trusted_peer_the_rightmost_untrusted_hop_is_the_client() {
+        let t = trusted();
+        let peer = ip("10.1.1.1");
+        // The rightmost hop that is not a trusted proxy; what is left of it is the client's
+        // own claim and not believed.
+        let r = req(&[(XFF, "6.6.6.6, 198.51.100.7, 10.2.2.2")]);
+        assert_eq!(client_ip(&r, peer, &t), ip("198.51.100.7"));
+        // Several headers are one list, the last header last.
+        let r = req(&[
+            (XFF, "6.6.6.6"),
+            (XFF, "198.51.100.7"),
+            (XFF, "10.3.3.3,10.2.2.2"),
+        ]);
+        assert_eq!(client_ip(&r, peer, &t), ip("198.51.100.7"));
+        // Ports, brackets, mapped addresses and empty hops.
+        let r = req(&[(XFF, "198.51.100.8:4000, , [::ffff:10.2.2.2]:80")]);
+        assert_eq!(client_ip(&r, peer, &t), ip("198.51.100.8"));
+        let r = req(&[(XFF, "[2001:db8::7]")]);
+        assert_eq!(client_ip(&r, peer, &t), ip("2001:db8::7"));
+        let r = req(&[(XFF, "2001:db8::8")]);
+        assert_eq!(client_ip(&r, peer, &t), ip("2001:db8::8"));
+        // Every hop trusted: the leftmost; no header: the peer.
+        let r = req(&[(XFF, "10.4.4.4, 10.2.2.2")]);
+        assert_eq!(client_ip(&r, peer, &t), ip("10.4.4.4"));
+        assert_eq!(client_ip(&req(&[]), peer, &t), peer);
+    }
+
+    #[test]
+    fn a_hop_that_is_no_address_stops_the_walk_at_the_last_trusted_one() {
+        let t = trusted();
+        let peer = ip("10.1.1.1");
+        let r = req(&[(XFF, "198.51.100.7, unknown, 10.2.2.2")]);
+        assert_eq!(client_ip(&r, peer, &t), ip("10.2.2.2"));
+        let r = req(&[(XFF, "198.51.100.7, 1.2.3.4.5")]);
+        assert_eq!(client_ip(&r, peer, &t), peer);
+        let mut r = req(&[(XFF, "198.51.100.7")]);
+        r.append_header(XFF, http::HeaderValue::from_bytes(b"\xff10.2.2.2").unwrap())
+            .unwrap();
+        assert_eq!(client_ip(&r, peer, &t), peer, "a value that is not text");
+        // A chain of trusted hops longer than the walk: the last one walked.
+        let chain: Vec<String> = (0..100).map(|i| format!("10.0.0.{i}")).collect();
+        let r = req(&[(XFF, &format!("198.51.100.7, {}", chain.join(", ")))]);
+        assert_eq!(
+            client_ip(&r, peer, &t),
+            ip(&format!("10.0.0.{}", 100 - MAX_HOPS))
+        );
     }
 
     #[test]

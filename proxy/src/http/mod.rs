@@ -8,7 +8,9 @@
 //! no session are answered by checked exchanges (`checked.rs`), which read the whole answer
 //! before the client sees it. An HTTP+SSE stream's `endpoint` event gets the stream's token
 //! (`sse_endpoint.rs`, `affinity.rs`, `streams.rs`), and long-lived connections are watched
-//! for `limits.stream_idle_timeout` (`crate::idle`).
+//! for `limits.stream_idle_timeout` (`crate::idle`). Each request's client is placed by
+//! `[[geo]]` first (the forwarded client only from `proxy.trusted_proxies`,
+//! `forwarded.rs`), so its attempts prefer its region's sites.
 
 pub mod affinity;
 mod checked;
@@ -349,6 +351,23 @@ impl HttpProxy {
         Ok(true)
     }
 
+    /// Places the request's client by `[[geo]]`, so that its attempts prefer its region's
+    /// sites: the connection's client `client` (a PROXY header's, if any), or the forwarded
+    /// client a trusted proxy names ([`forwarded::client_ip`]). Counted in
+    /// `sitesteer_client_regions_total` when `[[geo]]` has entries.
+    fn locate_client(&self, session: &Session, ctx: &mut RequestState, client: Option<SocketAddr>) {
+        if !ctx.attempts.places_clients() {
+            return;
+        }
+        let trusted = &ctx.snapshot().config.proxy.trusted_proxies;
+        let ip = forwarded::client_ip(session.req_header(), client.map(|c| c.ip()), trusted);
+        let region = ctx.attempts.locate(ip).unwrap_or("none");
+        self.metrics
+            .client_regions
+            .with_label_values(&["http", region])
+            .inc();
+    }
+
     /// How to reach `addr` of site `site`: over TLS with SNI and verification against the
     /// site's CA for a `[site.tls]` site, with the proxy's connect timeout, and its read
     /// timeout when the exchange is `short` (not a WebSocket or an SSE stream).
@@ -456,6 +475,8 @@ impl ProxyHttp for HttpProxy {
         // Before anything can send the request on (pingora's path and checked exchanges
         // both send this head): the site must see who the client is, and nothing forged.
         let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+        // The client's region, read before X-Forwarded-For is rewritten below.
+        self.locate_client(session, ctx, client);
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         forwarded::apply(
             session.req_header_mut(),

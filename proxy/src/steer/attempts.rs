@@ -12,7 +12,11 @@
 //! - `sitesteer_panic_decisions_total` counts the attempts steered in panic mode.
 //! - `sitesteer_unroutable_requests_total` counts requests that no site could take at all
 //!   (not those whose every try failed).
+//!
+//! The client's region ([`Attempts::locate`], from `[[geo]]`) steers every attempt of the
+//! request, retries included, as it steers DNS answers.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use prometheus::{IntCounter, IntCounterVec};
@@ -134,6 +138,8 @@ pub(crate) struct Attempts {
     /// request), and the publication of the last one, whose config names them.
     uncounted: Tried,
     uncounted_in: Option<Arc<Published>>,
+    /// The client's region (`[[geo]]`), once located.
+    region: Option<Arc<str>>,
 }
 
 /// How [`pick`] ended.
@@ -154,7 +160,21 @@ impl Attempts {
             site: None,
             uncounted: Tried::default(),
             uncounted_in: None,
+            region: None,
         }
+    }
+
+    /// Whether `[[geo]]` places any client (so [`Attempts::locate`] can find a region).
+    pub(crate) fn places_clients(&self) -> bool {
+        !self.published.regions.is_empty()
+    }
+
+    /// Places the client at `client` by `[[geo]]` (see `region.rs`): every attempt from now
+    /// on prefers the sites of its region, as DNS does. Returns the region, `None` when no
+    /// entry holds the client (or its address is unknown).
+    pub(crate) fn locate(&mut self, client: Option<IpAddr>) -> Option<&str> {
+        self.region = client.and_then(|ip| self.published.regions.locate(ip).cloned());
+        self.region.as_deref()
     }
 
     /// Sets the endpoint kind (known once the request is routed; before the first attempt).
@@ -208,6 +228,7 @@ impl Attempts {
             &self.published,
             self.kind,
             self.random,
+            self.region.as_deref(),
             &mut self.tried,
             pinned_id,
             &mut blackholed,
@@ -243,6 +264,7 @@ impl Attempts {
             &published,
             self.kind,
             self.random,
+            self.region.as_deref(),
             &mut tried,
             None,
             &mut Tried::default(),
@@ -314,12 +336,14 @@ fn count_by_site(counter: &IntCounterVec, snapshot: &Snapshot, site: usize) {
     }
 }
 
-/// The next site for `tried` in `published`, within the budget (`proxy.retries` retries
-/// after the first try); blackholed sites are marked tried and collected in `blackholed`.
+/// The next site for `tried` in `published` for a client in `region`, within the budget
+/// (`proxy.retries` retries after the first try); blackholed sites are marked tried and
+/// collected in `blackholed`.
 fn pick(
     published: &Published,
     kind: EndpointKind,
     random: u64,
+    region: Option<&str>,
     tried: &mut Tried,
     pinned: Option<usize>,
     blackholed: &mut Tried,
@@ -333,6 +357,7 @@ fn pick(
         let mut req = RequestCtx::new(kind, random);
         req.tried = *tried;
         req.pinned = pinned;
+        req.region = region;
         let Some(choice) = published.index.choose(snapshot, &req) else {
             return Pick::None;
         };

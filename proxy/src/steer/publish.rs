@@ -1,6 +1,7 @@
 //! What the data planes steer by, derived once per published Snapshot: the Snapshot with its
-//! decision [`Index`], swapped in by the health owner's publish hook, and the panic-mode
-//! gauge, written there and nowhere else.
+//! decision [`Index`] and the `[[geo]]` table of its config generation ([`Regions`], built
+//! once per generation and shared by its Snapshots), swapped in by the health owner's
+//! publish hook, and the panic-mode gauge, written there and nowhere else.
 
 use std::sync::Arc;
 
@@ -8,6 +9,7 @@ use arc_swap::ArcSwapOption;
 use prometheus::IntGauge;
 use sitesteer_probes::{OnPublish, Snapshot};
 
+use super::region::Regions;
 use super::Index;
 
 /// A published Snapshot and its decision index, built together once.
@@ -17,13 +19,29 @@ pub(crate) struct Published {
     pub(crate) snapshot: Arc<Snapshot>,
     /// Its decision index.
     pub(crate) index: Index,
+    /// The client regions of its config generation (`[[geo]]`).
+    pub(crate) regions: Arc<Regions>,
 }
 
 impl Published {
-    /// `snapshot` with its index.
+    /// `snapshot` with its index and regions.
     pub(crate) fn new(snapshot: Arc<Snapshot>) -> Self {
+        Self::after(snapshot, None)
+    }
+
+    /// `snapshot` with its index, and the regions of `previous` when that is of the same
+    /// config generation (built anew otherwise).
+    fn after(snapshot: Arc<Snapshot>, previous: Option<&Published>) -> Self {
         let index = Index::new(&snapshot);
-        Self { snapshot, index }
+        let regions = match previous {
+            Some(p) if p.snapshot.generation == snapshot.generation => p.regions.clone(),
+            _ => Arc::new(Regions::new(&snapshot.config.geo)),
+        };
+        Self {
+            snapshot,
+            index,
+            regions,
+        }
     }
 }
 
@@ -41,8 +59,10 @@ impl PublishedCell {
         let cell = self.clone();
         Arc::new(move |snapshot: &Arc<Snapshot>| {
             panic_mode.set(i64::from(snapshot.in_panic()));
-            cell.current
-                .store(Some(Arc::new(Published::new(snapshot.clone()))));
+            // The hook runs on the health owner only: nothing publishes in between.
+            let previous = cell.current.load_full();
+            let next = Published::after(snapshot.clone(), previous.as_deref());
+            cell.current.store(Some(Arc::new(next)));
         })
     }
 

@@ -197,3 +197,68 @@ fn panic_decisions_and_the_gauge_follow_the_snapshot() {
     rig.attempts().next(&rig.steering, None).expect("a site");
     assert_eq!(rig.metrics.panic_decisions.get(), 0);
 }
+
+/// Sites in "eu" and "us", one tier, with `[[geo]]` placing 10.1.0.0/16 in "eu" and
+/// 10.2.0.0/16 in "us".
+fn two_regions() -> Snapshot {
+    let mut snap = snapshot(&[(0, 100, "eu"), (0, 100, "us")]);
+    let mut config = (*snap.config).clone();
+    for (cidr, region) in [("10.1.0.0/16", "eu"), ("10.2.0.0/16", "us")] {
+        config.geo.push(sitesteer_config::Geo {
+            cidr: cidr.parse().expect("cidr"),
+            region: region.to_string(),
+        });
+    }
+    snap.config = Arc::new(config);
+    snap
+}
+
+#[test]
+fn a_located_client_s_attempts_prefer_its_region_then_fall_back() {
+    let rig = Rig::new(two_regions());
+    for (client, site, region) in [("10.1.2.3", 0, "eu"), ("::ffff:10.2.0.9", 1, "us")] {
+        for _ in 0..50 {
+            let mut attempts = rig.attempts();
+            assert!(attempts.places_clients());
+            assert_eq!(attempts.locate(client.parse().ok()), Some(region));
+            let first = attempts.next(&rig.steering, None).expect("a site");
+            assert_eq!(first.site, site, "{client} goes to {region} first");
+            // Its region's site failed: the retry goes to the other region.
+            attempts.failed(&rig.steering, Failure::Connect);
+            let second = attempts.next(&rig.steering, None).expect("a site");
+            assert_eq!(second.site, 1 - site);
+        }
+    }
+    // Unplaced clients share both sites.
+    let mut seen = [0; 2];
+    for _ in 0..200 {
+        let mut attempts = rig.attempts();
+        assert_eq!(attempts.locate("192.0.2.1".parse().ok()), None);
+        assert_eq!(attempts.locate(None), None);
+        seen[attempts.next(&rig.steering, None).expect("a site").site] += 1;
+    }
+    assert!(seen[0] > 40 && seen[1] > 40, "{seen:?}");
+}
+
+#[test]
+fn the_region_table_is_built_once_per_config_generation() {
+    let snap = two_regions();
+    let cell = Arc::new(PublishedCell::default());
+    let hook = cell.hook(IntGauge::new("panic_mode", "p").expect("metric"));
+    hook(&Arc::new(snap.clone()));
+    let first = cell.load().expect("published");
+    let mut next = snap.clone();
+    next.version += 1;
+    hook(&Arc::new(next.clone()));
+    let second = cell.load().expect("published");
+    assert!(
+        Arc::ptr_eq(&first.regions, &second.regions),
+        "same generation"
+    );
+    next.generation += 1;
+    next.config = Arc::new(snapshot(&[(0, 100, "eu")]).config.as_ref().clone());
+    hook(&Arc::new(next));
+    let third = cell.load().expect("published");
+    assert!(!Arc::ptr_eq(&second.regions, &third.regions), "a reload");
+    assert!(third.regions.is_empty(), "the new config has no [[geo]]");
+}
