@@ -8,11 +8,12 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use hyper::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::forwarded::{connect_from, exchange};
-use crate::harness::{free_port, get, DemoSite, Sitesteer};
+use crate::harness::{free_port, get, request, DemoSite, Sitesteer};
 
 /// A client in eu (127.0.0.0/24), also the trusted proxy of these tests.
 const EU: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
@@ -195,5 +196,41 @@ async fn the_forwarded_client_s_region_counts_only_from_a_trusted_proxy() {
         &rig.http_sites(US, Some("127.0.0.5")).await,
         "us",
         "untrusted 127.0.1.1 forging 127.0.0.5",
+    );
+}
+
+#[tokio::test]
+async fn a_reload_of_geo_moves_clients_to_their_new_region() {
+    let rig = Rig::start().await;
+    all_on(
+        &rig.http_sites(EU, None).await,
+        "eu",
+        "127.0.0.1 before the reload",
+    );
+    // The two networks change regions.
+    let path = rig.proxy.dir.0.join("sitesteer.toml");
+    let before = std::fs::read_to_string(&path).expect("config");
+    let after = before
+        .replace("cidr = \"127.0.0.0/24\"", "cidr = \"swap\"")
+        .replace("cidr = \"127.0.1.0/24\"", "cidr = \"127.0.0.0/24\"")
+        .replace("cidr = \"swap\"", "cidr = \"127.0.1.0/24\"");
+    assert_ne!(before, after);
+    std::fs::write(&path, after).expect("write config");
+    let reloaded = request(rig.proxy.admin, Method::POST, "/api/v1/reload", &[], None)
+        .await
+        .expect("reload answers");
+    assert_eq!(reloaded.status, 200, "{:?}", reloaded.json());
+    rig.proxy
+        .wait_all_up(&["eu", "us"], Duration::from_secs(15))
+        .await;
+    all_on(
+        &rig.http_sites(EU, None).await,
+        "us",
+        "127.0.0.1 after the reload",
+    );
+    all_on(
+        &rig.tcp_sites(US).await,
+        "eu",
+        "tcp from 127.0.1.1 after the reload",
     );
 }
