@@ -11,7 +11,7 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{free_port, get, request, Sitesteer};
+use crate::harness::{free_port, get, metric_sum as metric, request, Sitesteer};
 
 /// Fast tcp probes of every site's `tcp` endpoint, and two retries.
 const PROBES: &str = "[health]\nrise = 2\nfall = 2\n\n[proxy]\nretries = 2\nconnect_timeout = \"500ms\"\n\n\
@@ -23,19 +23,6 @@ const REQUESTS: usize = 4;
 fn closed_port() -> SocketAddr {
     // Bound and released at once: nothing listens there, so a connect is refused.
     SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// The sum of every series of metric `name` in the Prometheus text of `admin`.
-async fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let r = get(admin, "/metrics").await.expect("metrics");
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// sitesteer with a TCP listener in front of `sites` (name, its `[site.endpoints]` lines).
