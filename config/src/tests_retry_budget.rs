@@ -71,6 +71,15 @@ fn a_bad_retry_budget_is_refused_with_its_key() {
             "{bad}: {errs:?}"
         );
     }
+    // Each error names its line too.
+    let errs = parse_str(&with("ratio = 0.2\nbogus_key = 1"))
+        .expect_err("bogus")
+        .errors;
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "proxy.retry_budget.bogus_key" && e.line == Some(3)),
+        "{errs:?}"
+    );
     // Every bad key of the table is reported in one run.
     let errs = parse_str(&with("ratio = 2.0\nmin_per_second = -5\nttl = \"2m\""))
         .expect_err("three errors")
