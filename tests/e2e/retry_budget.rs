@@ -1,8 +1,10 @@
 //! The fleet-wide retry budget (`proxy.retry_budget`) against real processes: when every
 //! site answers 5xx under a steady load, the attempts per request stay within the budget
 //! (sitesteer's metrics and the sites' own counts agree), and each client gets a site's own
-//! answer, never a 502 of sitesteer's making.
+//! answer, never a 502 of sitesteer's making; when every site refuses connects, the connect
+//! retries of every path (checked, streaming, TCP) stay within it too.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +12,8 @@ use std::time::{Duration, Instant};
 use hyper::Method;
 use serde_json::json;
 
-use crate::harness::{metric_sum, request, site_tables, FakeSite, Sitesteer};
+use crate::accounting::{all_down, closed_port, streaming_post_refused, tcp_refused};
+use crate::harness::{free_port, get, metric_sum, request, site_tables, FakeSite, Sitesteer};
 
 const PROBES: &str =
     "[[probe]]\nkind = \"http\"\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n";
@@ -125,4 +128,48 @@ async fn a_fleet_answering_5xx_everywhere_gets_no_more_attempts_than_the_budget(
         refused >= requests * 0.5,
         "{refused} refusals counted for {requests} requests"
     );
+}
+
+/// Connect failures draw from the budget too, on every path: with every site refusing
+/// connects, the checked GETs, streaming POSTs and TCP connections together get no more
+/// retries than `ratio` of them plus the reserve (`1 + retries` connects each without it).
+#[tokio::test]
+async fn a_fleet_refusing_every_connect_gets_no_more_retries_than_the_budget() {
+    let tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let names = ["a", "b", "c"];
+    let mut body = format!(
+        "tcp = \"{tcp}\"\n\n[health]\nrise = 2\nfall = 2\n\n[proxy]\nretries = 2\n\n\
+         [proxy.retry_budget]\nratio = {RATIO}\nmin_per_second = 1\nttl = \"10s\"\n\n\
+         [[probe]]\nkind = \"tcp\"\nendpoint = \"tcp\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\n\n"
+    );
+    for name in names {
+        body.push_str(&format!(
+            "[[site]]\nname = \"{name}\"\n[site.endpoints]\nhttp = \"{}\"\ntcp = \"{}\"\n\n",
+            closed_port(),
+            closed_port()
+        ));
+    }
+    let proxy = Sitesteer::start(&body).await;
+    all_down(&proxy, &names).await;
+    let retries_before = metric_sum(proxy.admin, "sitesteer_retries_total").await;
+    // Panic mode: every site is tried; each refuses at once.
+    const EACH: usize = 100;
+    for _ in 0..EACH {
+        let r = get(proxy.http, "/").await.expect("an answer");
+        assert_eq!(r.status, 502, "no site answered");
+        streaming_post_refused(proxy.http).await;
+        tcp_refused(tcp).await;
+    }
+    let requests = (3 * EACH) as f64;
+    let retries = metric_sum(proxy.admin, "sitesteer_retries_total").await - retries_before;
+    let budget = requests * RATIO + 10.0;
+    eprintln!("retry budget: {requests} refused requests, {retries} retries; budget {budget}");
+    assert!(
+        retries <= budget + 1.0,
+        "{retries} retries for {requests} requests: past the budget of {budget} (two each \
+         without one)"
+    );
+    assert!(retries >= requests * RATIO * 0.8, "{retries} retries");
+    let refused = metric_sum(proxy.admin, "sitesteer_retries_refused_total").await;
+    assert!(refused >= requests * 0.5, "{refused} refusals counted");
 }
