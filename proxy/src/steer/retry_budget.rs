@@ -1,9 +1,9 @@
 //! The fleet-wide retry budget (`[proxy.retry_budget]`, linkerd's and Finagle's model): every
 //! request started deposits into a window of the last `ttl`, and every further attempt
-//! (a retry, a hedge, a rescue) withdraws one; a withdrawal is granted while the attempts
-//! withdrawn in the window stay within `ratio` × the requests deposited plus
-//! `min_per_second` × `ttl` seconds. So when every site fails, a request costs about
-//! `1 + ratio` attempts instead of `1 + proxy.retries`.
+//! (a retry, a hedge, a rescue) withdraws one; a withdrawal is granted while, in every window
+//! of `ttl` that holds it, the attempts withdrawn stay within `ratio` × the requests
+//! deposited plus `min_per_second` × `ttl` seconds. So when every site fails, a request costs
+//! about `1 + ratio` attempts instead of `1 + proxy.retries`.
 //!
 //! The window is a ring of [`SLOTS`] slots of `ttl / SLOTS` each; the live window is the
 //! current slot and the `SLOTS - 1` before it. Deposits (one per request, the hot path) are
@@ -133,7 +133,8 @@ impl RetryBudget {
         }
         // Slot numbers wrap after 2^32 slots (13 years at the shortest ttl): `live` compares
         // them wrapping.
-        (now.saturating_duration_since(self.start).as_nanos() / u128::from(width)) as u32
+        let elapsed = u64::try_from(now.saturating_duration_since(self.start).as_nanos());
+        (elapsed.unwrap_or(u64::MAX) / width) as u32
     }
 }
 
