@@ -68,6 +68,12 @@ pub const HEDGE_FACTOR: f64 = 3.0;
 pub const HEDGE_FLOOR_MS: u64 = 50;
 /// `proxy.hedge_budget`: the share of safe requests that may be hedged.
 pub const HEDGE_BUDGET: f64 = 0.1;
+/// `proxy.retry_budget.ratio`: further attempts allowed per request started.
+pub const RETRY_BUDGET_RATIO: f64 = 0.2;
+/// `proxy.retry_budget.min_per_second`: further attempts allowed per second at any traffic.
+pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+/// `proxy.retry_budget.ttl`, seconds: how long a request counts towards the budget.
+pub const RETRY_BUDGET_TTL_S: u64 = 10;
 /// `proxy.drain_timeout`, seconds.
 pub const DRAIN_TIMEOUT_S: u64 = 30;
 /// `dns.ttl`, seconds.

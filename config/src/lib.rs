@@ -212,4 +212,6 @@ mod tests;
 #[cfg(test)]
 mod tests_dns_guard;
 #[cfg(test)]
+mod tests_retry_budget;
+#[cfg(test)]
 mod tests_tls;

@@ -350,6 +350,28 @@ pub struct ProxySettings {
     /// Listeners on which trusted peers must send a PROXY protocol (v1 or v2) header before
     /// anything else. Default: none.
     pub proxy_protocol: crate::ProxyProtocol,
+
+    // The fleet-wide retry budget (`validate/retry_budget.rs`).
+    /// How many retries (and hedges and rescues) the whole proxy may send, whatever
+    /// `retries` allows one request (`[proxy.retry_budget]`).
+    pub retry_budget: RetryBudget,
+}
+
+/// `[proxy.retry_budget]`: the fleet-wide retry budget, linkerd's and Finagle's model. Over
+/// any `ttl`, the proxy sends at most `ratio` × the requests it started plus
+/// `min_per_second` × `ttl` seconds of further attempts (retries, hedges and rescues, a
+/// failed connect's retry included), so a fleet that fails everywhere gets about
+/// `1 + ratio` attempts per request instead of `1 + retries`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RetryBudget {
+    /// Further attempts allowed per request started, in [0, 1]. Default 0.2.
+    pub ratio: f64,
+    /// Further attempts allowed per second whatever the traffic, so that light traffic can
+    /// always retry, in [0, 1000000]. Default 10.
+    pub min_per_second: u32,
+    /// How long a request started counts towards the budget (and a retry against it), in
+    /// [1s, 60s]. Default 10s.
+    pub ttl: Duration,
 }
 
 /// `[limits]`: what one client may send and hold open. Every limit answers with a clear

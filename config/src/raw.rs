@@ -137,6 +137,17 @@ pub(crate) struct RawProxy {
     // Forwarded client addresses (`crate::forwarding`).
     pub trusted_proxies: Option<Vec<String>>,
     pub proxy_protocol: Option<Vec<String>>,
+    // The fleet-wide retry budget (`validate/retry_budget.rs`).
+    pub retry_budget: Option<RawRetryBudget>,
+}
+
+/// `[proxy.retry_budget]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRetryBudget {
+    pub ratio: Option<f64>,
+    pub min_per_second: Option<i64>,
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

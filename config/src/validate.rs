@@ -11,6 +11,7 @@ use crate::model::*;
 use crate::raw::*;
 
 mod dns_guard;
+mod retry_budget;
 
 /// Collects errors as (key path, message); lines are added by the caller.
 #[derive(Default)]
@@ -793,6 +794,7 @@ fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
         // Set by `forwarding` (proxy_protocol needs the listeners).
         trusted_proxies: Default::default(),
         proxy_protocol: Default::default(),
+        retry_budget: retry_budget::retry_budget(raw.retry_budget.as_ref(), p),
         session_key_file: anchor(
             base_dir,
             raw.session_key_file

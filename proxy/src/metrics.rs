@@ -30,6 +30,9 @@ pub struct Metrics {
     /// Safe requests sent to another site because their site was judged down, put in
     /// maintenance or turned suspect while they were on it, by that site.
     pub rescues: IntCounterVec,
+    /// Requests refused a further attempt (retry, hedge or rescue), by reason (`budget`:
+    /// the fleet-wide `proxy.retry_budget`).
+    pub retries_refused: IntCounterVec,
     /// Decisions taken in panic mode.
     pub panic_decisions: IntCounter,
     /// 1 while the published Snapshot is in panic mode (written by the publish hook only).
@@ -202,6 +205,7 @@ impl Metrics {
             unroutable: build(r, IntCounter::new("sitesteer_unroutable_requests_total", "Requests that no site could take.").expect("valid metric")),
             hedges: build(r, IntCounterVec::new(Opts::new("sitesteer_hedges_total", "Safe requests also sent to another site because their site was slower than its p99 times proxy.hedge_factor, by that site."), &["site"]).expect("valid metric")),
             rescues: build(r, IntCounterVec::new(Opts::new("sitesteer_rescues_total", "Safe requests sent to another site because their site went down, into maintenance or suspect while they were on it, by that site."), &["site"]).expect("valid metric")),
+            retries_refused: build(r, IntCounterVec::new(Opts::new("sitesteer_retries_refused_total", "Requests refused a further attempt (a retry, hedge or rescue), by reason: budget when proxy.retry_budget was spent; the site's own answer, if any, was passed on."), &["reason"]).expect("valid metric")),
             panic_decisions: build(r, IntCounter::new("sitesteer_panic_decisions_total", "Steering decisions taken in panic mode (no up or degraded site).").expect("valid metric")),
             panic_mode: build(r, IntGauge::new("sitesteer_panic_mode", "1 when no site is up or degraded and traffic spreads over every site not in maintenance.").expect("valid metric")),
             upstream_latency: build(r, HistogramVec::new(HistogramOpts::new("sitesteer_upstream_latency_seconds", "Time from request to upstream response header, by site.").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]), &["site"]).expect("valid metric")),

@@ -11,7 +11,7 @@ use hyper::Method;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::harness::{free_port, get, request, Sitesteer};
+use crate::harness::{free_port, get, metric_sum as metric, request, Sitesteer};
 
 /// Fast tcp probes of every site's `tcp` endpoint, and two retries.
 const PROBES: &str = "[health]\nrise = 2\nfall = 2\n\n[proxy]\nretries = 2\nconnect_timeout = \"500ms\"\n\n\
@@ -20,22 +20,10 @@ const PROBES: &str = "[health]\nrise = 2\nfall = 2\n\n[proxy]\nretries = 2\nconn
 /// Requests of each path sent per test.
 const REQUESTS: usize = 4;
 
-fn closed_port() -> SocketAddr {
+/// An address nothing listens on.
+pub(crate) fn closed_port() -> SocketAddr {
     // Bound and released at once: nothing listens there, so a connect is refused.
     SocketAddr::from(([127, 0, 0, 1], free_port()))
-}
-
-/// The sum of every series of metric `name` in the Prometheus text of `admin`.
-async fn metric(admin: SocketAddr, name: &str) -> f64 {
-    let r = get(admin, "/metrics").await.expect("metrics");
-    String::from_utf8_lossy(&r.body)
-        .lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// sitesteer with a TCP listener in front of `sites` (name, its `[site.endpoints]` lines).
@@ -51,7 +39,7 @@ async fn proxy(sites: &[(&str, String)]) -> (Sitesteer, SocketAddr) {
 }
 
 /// Waits until every site in `names` is down.
-async fn all_down(proxy: &Sitesteer, names: &[&str]) {
+pub(crate) async fn all_down(proxy: &Sitesteer, names: &[&str]) {
     for name in names {
         let took = proxy.wait_state(name, "down", Duration::from_secs(5)).await;
         assert!(
@@ -64,7 +52,7 @@ async fn all_down(proxy: &Sitesteer, names: &[&str]) {
 
 /// One TCP connection through the proxy that no site takes: it ends without a byte. The
 /// client speaks first (the proxy connects to a site only on the client's first bytes).
-async fn tcp_refused(tcp: SocketAddr) {
+pub(crate) async fn tcp_refused(tcp: SocketAddr) {
     let mut stream = TcpStream::connect(tcp).await.expect("proxy tcp listener");
     stream
         .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
@@ -75,6 +63,21 @@ async fn tcp_refused(tcp: SocketAddr) {
         .await
         .expect("the proxy ends a connection no site takes");
     assert!(matches!(read, Ok(0) | Err(_)), "no site answered: {read:?}");
+}
+
+/// One POST down pingora's streaming path (not JSON-RPC, so not a checked exchange) that no
+/// site takes: 502 (or 503 when no site can take it at all).
+pub(crate) async fn streaming_post_refused(http: SocketAddr) {
+    let headers = [("content-type", "application/octet-stream")];
+    let body = Some("not json-rpc".to_string());
+    let r = request(http, Method::POST, "/", &headers, body)
+        .await
+        .expect("an answer");
+    assert!(
+        matches!(r.status, 502 | 503),
+        "every site refused: {}",
+        r.status
+    );
 }
 
 /// Sends `REQUESTS` requests down each path (checked GET, streaming POST, TCP) to sites
@@ -116,17 +119,8 @@ async fn every_path_counts_each_retry_once(sites: usize) {
     retries("checked GET", r0, r1);
     assert_eq!(p1 - p0, n * tries as f64, "checked GET: panic decisions");
 
-    let headers = [("content-type", "application/octet-stream")];
     for _ in 0..REQUESTS {
-        let body = Some("not json-rpc".to_string());
-        let r = request(proxy.http, Method::POST, "/", &headers, body)
-            .await
-            .expect("an answer");
-        assert!(
-            matches!(r.status, 502 | 503),
-            "every site refused: {}",
-            r.status
-        );
+        streaming_post_refused(proxy.http).await;
     }
     let (r2, p2) = counts(&proxy).await;
     retries("streaming POST", r1, r2);

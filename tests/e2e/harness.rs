@@ -228,6 +228,21 @@ pub(crate) async fn get(addr: SocketAddr, path: &str) -> Result<Answer, String> 
     request(addr, Method::GET, path, &[], None).await
 }
 
+/// The sum of every series of metric `name` (or of the one series `name{labels}`) in the
+/// Prometheus text of `admin`.
+pub(crate) async fn metric_sum(admin: SocketAddr, name: &str) -> f64 {
+    let r = get(admin, "/metrics").await.expect("metrics");
+    String::from_utf8_lossy(&r.body)
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>()
+        + 0.0
+}
+
 /// An MCP JSON-RPC call over Streamable HTTP.
 pub(crate) async fn mcp(
     addr: SocketAddr,
@@ -284,5 +299,75 @@ impl DemoSite {
             panic!("demo site {name} on {addr} and {tcp} did not start:\n{said}");
         }
         site
+    }
+}
+
+/// A site of the test's own making: `GET /health` answers 200, `POST /mcp` is answered by
+/// `answer` from the JSON body; counts the `/mcp` requests it saw. Stops on drop.
+pub(crate) struct FakeSite {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    last: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeSite {
+    /// Starts a site that answers `POST /mcp` with `answer(body)` (status, JSON).
+    pub(crate) async fn start(answer: fn(&Value) -> (u16, Value)) -> Self {
+        use axum::routing::{get, post};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let seen = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        let last = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = last.clone();
+        let app = axum::Router::new()
+            .route("/health", get(|| async { "ok" }))
+            .route(
+                "/mcp",
+                post(move |body: axum::body::Bytes| {
+                    let (counter, keep) = (counter.clone(), keep.clone());
+                    async move {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        *keep.lock().expect("lock") = body.to_vec();
+                        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        let (status, body) = answer(&request);
+                        (
+                            axum::http::StatusCode::from_u16(status).expect("status"),
+                            [("content-type", "application/json")],
+                            body.to_string(),
+                        )
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            addr,
+            seen,
+            last,
+            task,
+        }
+    }
+
+    /// The body of the last `/mcp` request.
+    pub(crate) fn last_body(&self) -> String {
+        String::from_utf8_lossy(&self.last.lock().expect("lock")).into_owned()
+    }
+
+    /// How many `/mcp` requests it saw.
+    pub(crate) fn seen(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for FakeSite {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }

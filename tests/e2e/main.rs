@@ -27,6 +27,7 @@ mod probes;
 mod recovery;
 mod rescue;
 mod restart;
+mod retry_budget;
 mod security;
 mod streams;
 mod tls;

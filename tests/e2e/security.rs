@@ -9,7 +9,7 @@ use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::harness::free_port;
-use crate::harness::{mcp, request, site_tables, DemoSite, Scratch, Sitesteer};
+use crate::harness::{mcp, request, site_tables, DemoSite, FakeSite, Scratch, Sitesteer};
 
 /// `POST path` on the admin listener with a JSON body and, when given, a bearer token.
 async fn admin_post(
@@ -156,73 +156,6 @@ async fn a_reload_rereads_the_admin_token_and_rotates_session_keys_without_dropp
         200,
         "the running keys stay"
     );
-}
-
-/// A site of the test's own making: `GET /health` answers 200, `POST /mcp` is answered by
-/// `answer` from the JSON body; counts the `/mcp` requests it saw. Stops on drop.
-struct FakeSite {
-    addr: SocketAddr,
-    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    last: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl FakeSite {
-    async fn start(answer: fn(&Value) -> (u16, Value)) -> Self {
-        use axum::routing::{get, post};
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let seen = std::sync::Arc::new(AtomicUsize::new(0));
-        let counter = seen.clone();
-        let last = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let keep = last.clone();
-        let app = axum::Router::new()
-            .route("/health", get(|| async { "ok" }))
-            .route(
-                "/mcp",
-                post(move |body: axum::body::Bytes| {
-                    let (counter, keep) = (counter.clone(), keep.clone());
-                    async move {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        *keep.lock().expect("lock") = body.to_vec();
-                        let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                        let (status, body) = answer(&request);
-                        (
-                            axum::http::StatusCode::from_u16(status).expect("status"),
-                            [("content-type", "application/json")],
-                            body.to_string(),
-                        )
-                    }
-                }),
-            );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Self {
-            addr,
-            seen,
-            last,
-            task,
-        }
-    }
-
-    /// The body of the last `/mcp` request.
-    fn last_body(&self) -> String {
-        String::from_utf8_lossy(&self.last.lock().expect("lock")).into_owned()
-    }
-
-    fn seen(&self) -> usize {
-        self.seen.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl Drop for FakeSite {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 const PROBES: &str =

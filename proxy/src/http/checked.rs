@@ -327,7 +327,7 @@ impl HttpProxy {
                     if primary_live && hedge.is_none() && hedge_at.is_some_and(|at| now >= at) {
                         hedge_at = None;
                         if ctx.attempts.may_retry(&self.steering)
-                            && self.steering.take_hedge(&snapshot, first)
+                            && ctx.attempts.hedge(&self.steering, &snapshot, first)
                         {
                             if let Ok(second) = ctx.attempts.next(&self.steering, None) {
                                 let site = second.site;
@@ -374,9 +374,9 @@ impl HttpProxy {
             })
         };
         let lost = (*primary_live && out(first)) || hedge.as_ref().is_some_and(|h| out(h.0));
-        if !lost || !ctx.attempts.may_retry(&self.steering) {
-            // Nothing to rescue, or nowhere to send it: keep waiting (the deadlines still
-            // bound the attempt).
+        if !lost || !ctx.attempts.may_retry(&self.steering) || !ctx.attempts.grant(&self.steering) {
+            // Nothing to rescue, nowhere to send it, or the retry budget is spent: keep
+            // waiting (the deadlines still bound the attempt).
             return;
         }
         if *primary_live && out(first) {

@@ -310,7 +310,7 @@ impl HttpProxy {
     /// may go to another site (`allowed`), a try is left and a site can take it. A session's
     /// request is never sent elsewhere: when it could have been repeated, its session is lost
     /// (the client starts a new one).
-    fn decide_retry(&self, ctx: &RequestState, mut e: Box<Error>, allowed: bool) -> Box<Error> {
+    fn decide_retry(&self, ctx: &mut RequestState, mut e: Box<Error>, allowed: bool) -> Box<Error> {
         if ctx.affinity.is_some() {
             if allowed {
                 return Error::explain(ErrorType::HTTPStatus(404), SESSION_SITE_LOST);
@@ -318,7 +318,11 @@ impl HttpProxy {
             e.set_retry(false);
             return e;
         }
-        e.set_retry(allowed && ctx.attempts.may_retry(&self.steering));
+        // A failed connect draws from the retry budget too (Envoy's choice): a fleet whose
+        // every site refuses or times out connects is not sent 1 + retries connects each.
+        e.set_retry(
+            allowed && ctx.attempts.may_retry(&self.steering) && ctx.attempts.grant(&self.steering),
+        );
         e
     }
 }
@@ -447,13 +451,19 @@ impl HttpProxy {
     /// site: a 500, 502, 503 or 504 (the statuses of HAProxy's `retry-on
     /// all-retryable-errors`) to a request that is safe to repeat (a WebSocket upgrade or an
     /// SSE stream included: this is their first answer), not bound to a session, with a try
-    /// left and another site to take it. Otherwise the site's own answer passes through, so
-    /// that with every site failing the client still gets a real answer.
+    /// left, another site to take it and the fleet-wide retry budget granting it. Otherwise
+    /// the site's own answer passes through, so that with every site failing the client
+    /// still gets a real answer.
     fn retry_on_status(&self, session: &Session, ctx: &mut RequestState, status: u16) -> bool {
         if !matches!(status, 500 | 502 | 503 | 504) || ctx.affinity.is_some() {
             return false;
         }
-        ctx.attempts.may_retry(&self.steering) && self.safe_to_repeat(session, ctx)
+        // The retry budget is asked last, and here rather than in decide_retry: refused, the
+        // site's own answer is passed on instead of dropped (decide_retry then finds the
+        // grant held).
+        ctx.attempts.may_retry(&self.steering)
+            && self.safe_to_repeat(session, ctx)
+            && ctx.attempts.grant(&self.steering)
     }
 }
 

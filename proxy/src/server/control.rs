@@ -69,6 +69,7 @@ pub(super) fn start_health(
             unroutable: metrics.unroutable.clone(),
             hedges: metrics.hedges.clone(),
             rescues: metrics.rescues.clone(),
+            retries_refused: metrics.retries_refused.clone(),
         },
     ));
     if !persisted.overrides.sites.is_empty() {

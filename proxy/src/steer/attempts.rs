@@ -12,12 +12,19 @@
 //! - `sitesteer_panic_decisions_total` counts the attempts steered in panic mode.
 //! - `sitesteer_unroutable_requests_total` counts requests that no site could take at all
 //!   (not those whose every try failed).
+//! - The fleet-wide retry budget (`proxy.retry_budget`, `retry_budget.rs`): every request
+//!   deposits on its first attempt, every further attempt (a retry after a failed connect,
+//!   an error or a 5xx, a hedge, a rescue) withdraws before it is made.
+//!   `sitesteer_retries_refused_total{reason="budget"}` counts the requests that wanted one
+//!   more attempt and were refused (once per request); a refused request passes on the
+//!   site's own answer when a site answered.
 //!
 //! The client's region ([`Attempts::locate`], from `[[geo]]`) steers every attempt of the
 //! request, retries included, as it steers DNS answers.
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use prometheus::{IntCounter, IntCounterVec};
 use sitesteer_config::EndpointKind;
@@ -26,6 +33,7 @@ use sitesteer_probes::{Failure, HealthHandle, Snapshot};
 
 use super::connect_times::ConnectTimes;
 use super::hedge::HedgeBudget;
+use super::retry_budget::RetryBudget;
 use super::{Choice, Mode, Published, PublishedCell, RequestCtx, Tried};
 
 /// The steering metrics that [`Attempts`] keeps (the panic-mode gauge is the publish
@@ -43,15 +51,18 @@ pub(crate) struct SteerMetrics {
     /// `sitesteer_rescues_total`, by the site judged down, in maintenance or suspect while the
     /// request was on it.
     pub(crate) rescues: IntCounterVec,
+    /// `sitesteer_retries_refused_total`, by reason (`budget`: the fleet-wide retry budget).
+    pub(crate) retries_refused: IntCounterVec,
 }
 
 /// What the data planes share to steer: the published Snapshots with their indexes, the
-/// health owner (for passive reports), the hedge budget and the steering metrics.
+/// health owner (for passive reports), the hedge and retry budgets and the steering metrics.
 pub(crate) struct Steering {
     published: Arc<PublishedCell>,
     health: HealthHandle,
     metrics: SteerMetrics,
     hedges: HedgeBudget,
+    retry_budget: RetryBudget,
     connects: ConnectTimes,
 }
 
@@ -67,6 +78,7 @@ impl Steering {
             health,
             metrics,
             hedges: HedgeBudget::default(),
+            retry_budget: RetryBudget::new(Instant::now()),
             connects: ConnectTimes::default(),
         }
     }
@@ -88,16 +100,6 @@ impl Steering {
     /// A safe request started: earns its share (`proxy.hedge_budget`) of a hedge.
     pub(crate) fn earn_hedge(&self, share: f64) {
         self.hedges.earn(share);
-    }
-
-    /// Takes a hedge of a request too slow at `site` from the budget (counted by `site` in
-    /// `snapshot`); `false` when the budget is spent.
-    pub(crate) fn take_hedge(&self, snapshot: &Snapshot, site: usize) -> bool {
-        let taken = self.hedges.take();
-        if taken {
-            count_by_site(&self.metrics.hedges, snapshot, site);
-        }
-        taken
     }
 
     /// A request in flight on `site` was sent elsewhere because `site` was judged out of
@@ -140,6 +142,10 @@ pub(crate) struct Attempts {
     uncounted_in: Option<Arc<Published>>,
     /// The client's region (`[[geo]]`), once located.
     region: Option<Arc<str>>,
+    /// One further attempt was granted by the retry budget and not yet made.
+    granted: bool,
+    /// The retry budget refused this request once (counted once).
+    refused: bool,
 }
 
 /// How [`pick`] ended.
@@ -161,6 +167,8 @@ impl Attempts {
             uncounted: Tried::default(),
             uncounted_in: None,
             region: None,
+            granted: false,
+            refused: false,
         }
     }
 
@@ -211,7 +219,9 @@ impl Attempts {
 
     /// The next attempt: the site to try, by `pinned` (an MCP session's site, by name) or by
     /// the steering rules over the sites not yet tried. Skips blackholed sites as failed
-    /// connects.
+    /// connects (they draw nothing from the retry budget: no attempt leaves). The first
+    /// attempt deposits into the retry budget; any later one spends the grant taken by
+    /// [`Attempts::grant`], or withdraws one now, and is `Exhausted` when refused.
     pub(crate) fn next(
         &mut self,
         steering: &Steering,
@@ -223,6 +233,10 @@ impl Attempts {
         }
         let pinned_id = pinned.map(|name| site_id(&self.published.snapshot, name));
         let first = self.tried.is_empty();
+        if first {
+            let settings = &self.published.snapshot.config.proxy.retry_budget;
+            steering.retry_budget.deposit(settings, Instant::now());
+        }
         let mut blackholed = Tried::default();
         let picked = pick(
             &self.published,
@@ -239,6 +253,11 @@ impl Attempts {
         }
         match picked {
             Pick::Site(choice) => {
+                let granted = first || self.grant(steering);
+                self.granted = false;
+                if !granted {
+                    return Err(NoSite::Exhausted);
+                }
                 self.site = Some(choice.site);
                 self.count_retries(steering);
                 if choice.mode == Mode::Panic {
@@ -270,6 +289,45 @@ impl Attempts {
             &mut Tried::default(),
         );
         matches!(picked, Pick::Site(_))
+    }
+
+    /// Asks the retry budget for one further attempt before it is decided on (pingora's
+    /// retry, a rescue, a hedge): `true` when granted (held for the next [`Attempts::next`],
+    /// so asking twice takes one), `false` when refused (counted once per request).
+    pub(crate) fn grant(&mut self, steering: &Steering) -> bool {
+        if self.granted {
+            return true;
+        }
+        let settings = &self.published.snapshot.config.proxy.retry_budget;
+        if steering.retry_budget.withdraw(settings, Instant::now()) {
+            self.granted = true;
+            return true;
+        }
+        if !self.refused {
+            self.refused = true;
+            steering
+                .metrics
+                .retries_refused
+                .with_label_values(&["budget"])
+                .inc();
+        }
+        false
+    }
+
+    /// Whether a request too slow at `site` (in `snapshot`) may be hedged: the hedge budget
+    /// (`proxy.hedge_budget`, hedges only) and the retry budget (every further attempt) must
+    /// both allow it. Counted by `site` as a hedge when they do; the next
+    /// [`Attempts::next`] makes it.
+    pub(crate) fn hedge(&mut self, steering: &Steering, snapshot: &Snapshot, site: usize) -> bool {
+        if !steering.hedges.take() {
+            return false;
+        }
+        if !self.grant(steering) {
+            steering.hedges.refund();
+            return false;
+        }
+        count_by_site(&steering.metrics.hedges, snapshot, site);
+        true
     }
 
     /// The attempt at `site` (one of two in flight, when a request is hedged) failed with

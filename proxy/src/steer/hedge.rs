@@ -5,7 +5,10 @@
 //! error to react to: only time says something is wrong. A checked exchange still without an
 //! answer after [`hedge_after`] is sent to another site as well, and the first right answer
 //! wins. [`HedgeBudget`] bounds how many requests may be hedged (a share of them, with a small
-//! burst), so a fleet that is slow everywhere is not sent twice the load.
+//! burst), so a fleet that is slow everywhere is not sent twice the load. A hedge is a further
+//! attempt too, so it must also be granted by the fleet-wide retry budget (`retry_budget.rs`),
+//! which bounds retries, hedges and rescues together; a hedge the retry budget refuses is
+//! given back to the hedge budget.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -80,6 +83,15 @@ impl HedgeBudget {
             });
     }
 
+    /// Gives back a hedge taken and then not sent (the retry budget refused it).
+    pub(crate) fn refund(&self) {
+        let _ = self
+            .milli_tokens
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |t| {
+                Some((t + UNIT).min(BURST * UNIT))
+            });
+    }
+
     /// Takes one hedge from the budget; `false` when it is spent.
     pub(crate) fn take(&self) -> bool {
         self.milli_tokens
@@ -108,6 +120,10 @@ mod tests {
             budget.earn(0.0);
         }
         budget.earn(0.1);
+        assert!(budget.take());
+        assert!(!budget.take());
+        // A hedge given back can be taken again, once.
+        budget.refund();
         assert!(budget.take());
         assert!(!budget.take());
         // It never holds more than the burst.

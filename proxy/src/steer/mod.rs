@@ -9,6 +9,8 @@
 //!   snapshot refresh between attempts, drill faults, the retry budget and the accounting.
 //! - `hedge.rs`: how long a safe request waits for its site before it is hedged to another,
 //!   and the fleet-wide hedge budget; `connect_times.rs`: how long a connect may take.
+//! - `retry_budget.rs`: the fleet-wide retry budget over every further attempt (retries,
+//!   hedges, rescues), a window of recent requests.
 
 mod attempts;
 mod choose;
@@ -16,6 +18,7 @@ mod connect_times;
 mod hedge;
 mod publish;
 mod region;
+mod retry_budget;
 
 pub(crate) use attempts::{Attempts, NoSite, SteerMetrics, Steering};
 pub use choose::{choose, serves_pinned, Choice, Index, Mode, RequestCtx, Tried};

@@ -37,6 +37,8 @@ impl Rig {
             unroutable: IntCounter::new("unroutable", "u").expect("metric"),
             hedges: IntCounterVec::new(Opts::new("hedges", "h"), &["site"]).expect("metric"),
             rescues: IntCounterVec::new(Opts::new("rescues", "r"), &["site"]).expect("metric"),
+            retries_refused: IntCounterVec::new(Opts::new("refused", "r"), &["reason"])
+                .expect("metric"),
         };
         let panic_mode = IntGauge::new("panic_mode", "p").expect("metric");
         let cell = Arc::new(PublishedCell::default());
@@ -261,4 +263,96 @@ fn the_region_table_is_built_once_per_config_generation() {
     let third = cell.load().expect("published");
     assert!(!Arc::ptr_eq(&second.regions, &third.regions), "a reload");
     assert!(third.regions.is_empty(), "the new config has no [[geo]]");
+}
+
+/// Three failing sites, with `[proxy.retry_budget]` set to `ratio` and `min_per_second`.
+fn budgeted(ratio: f64, min_per_second: u32) -> Rig {
+    let mut snap = snapshot(&[(1, 1, "a"), (1, 1, "a"), (1, 1, "a")]);
+    let config = Arc::make_mut(&mut snap.config);
+    config.proxy.retry_budget.ratio = ratio;
+    config.proxy.retry_budget.min_per_second = min_per_second;
+    Rig::new(snap)
+}
+
+/// Sends `requests` requests, each failing at every site the loop offers; how many attempts
+/// were made in all.
+fn fail_requests(rig: &Rig, requests: usize) -> usize {
+    (0..requests)
+        .map(|_| fail_all(rig, &mut rig.attempts()).0)
+        .sum()
+}
+
+fn refused(rig: &Rig) -> u64 {
+    rig.metrics
+        .retries_refused
+        .with_label_values(&["budget"])
+        .get()
+}
+
+#[test]
+fn a_spent_retry_budget_ends_the_attempts_and_is_counted_once() {
+    // A reserve of 1/s over the default 10s ttl: ten retries, then none.
+    let rig = budgeted(0.0, 1);
+    let made = fail_requests(&rig, 20);
+    assert_eq!(made, 20 + 10, "twenty first attempts and ten retries");
+    assert_eq!(rig.retries(), 10, "a refused retry is not counted as one");
+    // Five requests got both their retries; the sixth one and every later one was refused
+    // (each counted once).
+    assert_eq!(refused(&rig), 15);
+}
+
+#[test]
+fn requests_earn_their_share_of_retries() {
+    let rig = budgeted(0.5, 0);
+    let made = fail_requests(&rig, 40);
+    // Each request deposits half a retry before it fails: 20 retries in all, never more.
+    assert_eq!(made, 40 + 20);
+    assert_eq!(rig.retries(), 20);
+}
+
+#[test]
+fn a_grant_asked_for_twice_is_taken_once_and_spent_by_the_next_attempt() {
+    let rig = budgeted(0.0, 1);
+    let mut attempts = rig.attempts();
+    attempts.next(&rig.steering, None).expect("a site");
+    attempts.failed(&rig.steering, Failure::Status(503));
+    for _ in 0..3 {
+        assert!(attempts.grant(&rig.steering));
+    }
+    attempts
+        .next(&rig.steering, None)
+        .expect("the granted retry");
+    // Nine of the ten reserved retries are left.
+    let mut others = 0;
+    for _ in 0..20 {
+        let mut a = rig.attempts();
+        a.next(&rig.steering, None).expect("a site");
+        a.failed(&rig.steering, Failure::Status(503));
+        others += usize::from(a.grant(&rig.steering));
+    }
+    assert_eq!(others, 9);
+}
+
+#[test]
+fn a_hedge_needs_both_budgets_and_gives_the_hedge_back_when_refused() {
+    let rig = budgeted(0.0, 0);
+    let snap = rig.steering.current().snapshot.clone();
+    let mut attempts = rig.attempts();
+    attempts.next(&rig.steering, None).expect("a site");
+    // The hedge budget starts full (64), the retry budget empty: no hedge, and the hedge
+    // budget keeps every token.
+    for _ in 0..100 {
+        assert!(!attempts.hedge(&rig.steering, &snap, 0));
+    }
+    assert_eq!(rig.metrics.hedges.with_label_values(&["s0"]).get(), 0);
+    assert_eq!(refused(&rig), 1);
+    let rig = budgeted(0.0, 100);
+    let snap = rig.steering.current().snapshot.clone();
+    let mut hedged = 0;
+    for _ in 0..100 {
+        let mut attempts = rig.attempts();
+        attempts.next(&rig.steering, None).expect("a site");
+        hedged += usize::from(attempts.hedge(&rig.steering, &snap, 0));
+    }
+    assert_eq!(hedged, 64, "the hedge budget's burst bounds hedges");
 }
