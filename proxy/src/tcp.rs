@@ -22,10 +22,13 @@ use tokio::sync::Notify;
 use crate::conns::{Closer, Registry, Transport};
 use crate::idle::{Activity, Watched};
 use crate::metrics::Metrics;
-use crate::steer::{Attempts, Steering};
+use crate::steer::{Attempts, LoadGuard, NoSite, Steering};
 
 /// Most bytes read from a client before its site connection opens (the rest follows as it
 /// is copied). Small: every silent client holds this buffer while it waits.
+/// A connection to a site: its name, the stream, and its place in the site's load.
+type Connected = (String, Box<dyn UpstreamIo>, Option<LoadGuard>);
+
 const FIRST_READ: usize = 4 * 1024;
 
 /// The TCP proxy app.
@@ -87,13 +90,18 @@ impl TcpProxy {
         }
     }
 
-    /// Connects to the best site, trying others on failure; returns the site and stream.
-    async fn connect(&self) -> Option<(String, Box<dyn UpstreamIo>)> {
+    /// Connects to the best site, trying others on failure; returns the site, the stream
+    /// and its place in the site's load. `Err(NoSite::Full)` when every site is at its cap.
+    async fn connect(&self) -> Result<Connected, NoSite> {
         let mut attempts = Attempts::new(EndpointKind::Tcp, self.steering.current());
         loop {
-            let choice = attempts.next(&self.steering, None).ok()?;
+            let choice =
+                crate::steer::next_queued(&mut attempts, &self.steering, None, "tcp").await?;
+            let Some(site) = attempts.snapshot().sites.get(choice.site) else {
+                return Err(NoSite::Unroutable);
+            };
+            let name = site.name.clone();
             let snap = attempts.snapshot();
-            let name = snap.sites.get(choice.site)?.name.clone();
             let timeout = self.steering.connect_timeout(&name, &snap.config.proxy);
             let addr = crate::upstream::connect_addr(snap, choice.site, choice.addr);
             let connecting = std::time::Instant::now();
@@ -103,7 +111,8 @@ impl TcpProxy {
                     self.steering.connected(&name, connecting.elapsed());
                     // Counted, not sent: no message per connection (see `PassiveCounts`).
                     attempts.succeeded(&self.steering);
-                    return Some((name, stream));
+                    let load = attempts.take_stream();
+                    return Ok((name, stream, load));
                 }
                 Ok(Err(_)) => Failure::Connect,
                 Err(_) => Failure::Timeout,
@@ -126,7 +135,13 @@ impl ServerApp for TcpProxy {
         // The client's address: a PROXY header's when a trusted balancer sent one.
         let peer = crate::limits::peer_of(&client);
         let first = self.first_bytes(&mut client, shutdown).await?;
-        let Some((site, upstream)) = self.connect().await else {
+        let connected = self.connect().await;
+        if matches!(connected, Err(NoSite::Full)) {
+            // Shed: the client hears why, as one over limits.max_connections does.
+            let _ = client.write_all(crate::shed::TCP_LINE).await;
+            let _ = client.flush().await;
+        }
+        let Ok((site, upstream, _load)) = connected else {
             self.metrics.failed_requests.with_label_values(&["-"]).inc();
             self.metrics
                 .requests

@@ -1,6 +1,6 @@
 //! What the data planes steer by, derived once per published Snapshot: the Snapshot with its
-//! decision [`Index`], swapped in by the health owner's publish hook, and the panic-mode
-//! gauge, written there and nowhere else.
+//! decision [`Index`] and its sites' load counters ([`Loads`]), swapped in by the health
+//! owner's publish hook, and the panic-mode gauge, written there and nowhere else.
 
 use std::sync::Arc;
 
@@ -8,6 +8,7 @@ use arc_swap::ArcSwapOption;
 use prometheus::IntGauge;
 use sitesteer_probes::{OnPublish, Snapshot};
 
+use super::load::{LoadTable, Loads};
 use super::Index;
 
 /// A published Snapshot and its decision index, built together once.
@@ -17,23 +18,56 @@ pub(crate) struct Published {
     pub(crate) snapshot: Arc<Snapshot>,
     /// Its decision index.
     pub(crate) index: Index,
+    /// Its sites' load counters, by id.
+    pub(crate) loads: Loads,
 }
 
 impl Published {
-    /// `snapshot` with its index.
+    /// `snapshot` with its index, and load counters shared with nothing else (tests).
+    #[cfg(test)]
     pub(crate) fn new(snapshot: Arc<Snapshot>) -> Self {
+        let loads = Loads::detached(&snapshot);
+        Self::with(snapshot, loads)
+    }
+
+    /// `snapshot` with its index, counting load in `table`.
+    pub(crate) fn with_loads(snapshot: Arc<Snapshot>, table: &Arc<LoadTable>) -> Self {
+        let loads = table.sites(&snapshot);
+        Self::with(snapshot, loads)
+    }
+
+    fn with(snapshot: Arc<Snapshot>, loads: Loads) -> Self {
         let index = Index::new(&snapshot);
-        Self { snapshot, index }
+        Self {
+            snapshot,
+            index,
+            loads,
+        }
     }
 }
 
-/// The newest [`Published`], filled by [`PublishedCell::hook`] on every publication.
+/// The newest [`Published`], filled by [`PublishedCell::hook`] on every publication, and the
+/// load counters every publication shares.
 #[derive(Debug, Default)]
 pub(crate) struct PublishedCell {
     current: ArcSwapOption<Published>,
+    loads: Arc<LoadTable>,
 }
 
 impl PublishedCell {
+    /// A cell whose publications count load in `loads`.
+    pub(crate) fn new(loads: LoadTable) -> Self {
+        Self {
+            current: ArcSwapOption::empty(),
+            loads: Arc::new(loads),
+        }
+    }
+
+    /// The load counters of every publication.
+    pub(crate) fn loads(&self) -> &Arc<LoadTable> {
+        &self.loads
+    }
+
     /// The hook to give the health owner ([`sitesteer_probes::Hooks::on_publish`]): builds
     /// the index of each Snapshot as it is published and sets `panic_mode` (the
     /// `sitesteer_panic_mode` gauge) from [`Snapshot::in_panic`], its only writer.
@@ -41,8 +75,10 @@ impl PublishedCell {
         let cell = self.clone();
         Arc::new(move |snapshot: &Arc<Snapshot>| {
             panic_mode.set(i64::from(snapshot.in_panic()));
-            cell.current
-                .store(Some(Arc::new(Published::new(snapshot.clone()))));
+            cell.current.store(Some(Arc::new(Published::with_loads(
+                snapshot.clone(),
+                &cell.loads,
+            ))));
         })
     }
 
