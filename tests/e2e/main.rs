@@ -20,6 +20,7 @@ mod drill;
 mod failover;
 mod forwarded;
 mod hostile;
+mod load;
 mod netns;
 mod ops;
 mod probes;
