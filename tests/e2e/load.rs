@@ -165,3 +165,57 @@ async fn with_every_site_at_max_in_flight_the_excess_gets_503_with_retry_after_a
     let after = get(proxy.http, "/health").await.expect("answer");
     assert_eq!(after.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_client_of_a_full_site_reads_one_json_rpc_error_line_within_queue_timeout() {
+    let (http_port, tcp_port) = (free_port(), free_port());
+    let site = DemoSite::start_with_tcp("t", http_port, tcp_port).await;
+    let listen_tcp = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let proxy = Sitesteer::start(&format!(
+        "tcp = \"{listen_tcp}\"\n\n{KEEP_UP}[[site]]\nname = \"t\"\nmax_in_flight = 1\n\
+         [site.endpoints]\nhttp = \"127.0.0.1:{http_port}\"\ntcp = \"127.0.0.1:{tcp_port}\"\n"
+    ))
+    .await;
+    proxy.wait_all_up(&["t"], Duration::from_secs(5)).await;
+    // One slow HTTP request holds the site's only slot for 300ms.
+    site.set_mode("slow").await;
+    let http = proxy.http;
+    let holder = tokio::spawn(async move { get(http, "/health").await });
+    tokio::time::sleep(Duration::from_millis(60)).await;
+
+    let started = Instant::now();
+    let mut conn = tokio::io::BufReader::new(
+        tokio::net::TcpStream::connect(listen_tcp)
+            .await
+            .expect("connect"),
+    );
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    conn.get_mut()
+        .write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n")
+        .await
+        .expect("write");
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(2), conn.read_line(&mut line))
+        .await
+        .expect("an answer, not a hang")
+        .expect("read");
+    let took = started.elapsed();
+    let answer: Value = serde_json::from_str(&line).expect("a JSON-RPC line");
+    assert_eq!(answer["error"]["code"], -32000, "{line}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_in_flight")),
+        "{line}"
+    );
+    assert!(took < Duration::from_millis(230), "shed after {took:?}");
+    // The request that held the slot was served.
+    let held = holder.await.expect("task").expect("answer");
+    assert_eq!(held.status, 200);
+    let metrics = get(proxy.admin, "/metrics").await.expect("metrics");
+    let text = String::from_utf8_lossy(&metrics.body);
+    assert!(
+        text.contains("sitesteer_shed_total{listener=\"tcp\"} 1"),
+        "{text}"
+    );
+}
