@@ -314,15 +314,15 @@ impl Index {
 
 impl Index {
     /// The two candidates of the load-aware choice ([`super::choose_loaded`]) for the
-    /// common request, when no site of the winning rank has a cap: the first drawn by
-    /// `first` (the same as [`Index::choose`]), the second by `second` among the others.
-    /// `None` when the request or the Snapshot is not the common one; `Some(None)` when no
-    /// site can take it.
+    /// common request, when no site of the winning rank has a cap: the first drawn by the
+    /// request's random number (the same as [`Index::choose`]), the second by the first of
+    /// `seconds` that lands on another site (`None` when none does). `None` when the request
+    /// or the Snapshot is not the common one; `Some(None)` when no site can take it.
     pub(super) fn pair(
         &self,
         snapshot: &Snapshot,
         req: &RequestCtx<'_>,
-        second: u64,
+        seconds: &[u64],
     ) -> Option<Option<(Choice, Option<Choice>)>> {
         if req.pinned.is_some()
             || req.region.is_some()
@@ -338,30 +338,17 @@ impl Index {
             return None;
         }
         let last = k.sites.len().checked_sub(1)?;
-        let at = |point: f64| k.cumulative.partition_point(|c| *c <= point).min(last);
+        let at = |random: u64| {
+            let point = unit(random) * k.total;
+            k.cumulative.partition_point(|c| *c <= point).min(last)
+        };
         let choice = |i: usize| Choice {
             site: k.sites[i].0,
             addr: k.sites[i].1,
             mode: k.mode,
         };
-        let a = at(unit(req.random) * k.total);
-        let start = if a == 0 { 0.0 } else { k.cumulative[a - 1] };
-        let width = k.cumulative[a] - start;
-        // The second draw walks the others' shares: the same as skipping `a`'s stretch.
-        let point = unit(second) * (k.total - width);
-        let b = (last > 0).then(|| {
-            let b = if point < start {
-                at(point)
-            } else {
-                at(point + width)
-            };
-            // Rounding at the edges may land back on `a`: the nearest other site then.
-            match b {
-                b if b != a => b,
-                0 => 1,
-                b => b - 1,
-            }
-        });
+        let a = at(req.random);
+        let b = seconds.iter().map(|r| at(*r)).find(|b| *b != a);
         Some(Some((choice(a), b.map(choice))))
     }
 }

@@ -31,7 +31,7 @@ pub(crate) use load::{LoadGuard, LoadTable};
 pub(crate) mod load_names {
     pub(crate) use super::load::{SHED, SHED_HELP, SITE_IN_FLIGHT, SITE_IN_FLIGHT_HELP};
 }
-pub use p2c::{choose_loaded, choose_loaded_indexed, Loaded};
+pub use p2c::{choose_loaded, choose_loaded_indexed, Loaded, REDRAWS};
 pub(crate) use publish::{Published, PublishedCell};
 pub(crate) use queue::next_queued;
 

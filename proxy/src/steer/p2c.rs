@@ -7,17 +7,25 @@
 //!   so the request goes to the next site of the tier, else the next tier; when every site
 //!   that could take it is at its cap, the answer is [`Loaded::Full`] (the caller queues).
 //!   A pinned request (an MCP session) is never moved for load: it goes to its site.
-//! - Within the winning rank, **power of two choices**: two different sites are drawn by
-//!   weighted random over `weight × score × warm` (as `choose` draws one), and the one with
-//!   the lower [`Load::cost`] (peak-EWMA latency × (in flight + streams × 0.25 + 1)) wins;
-//!   on a tie, the first. With equal costs the shares are exactly `choose`'s, and a site
-//!   that is slow or busy loses most of the draws it is in.
+//! - Within the winning rank, **power of two choices**: two sites are drawn by weighted
+//!   random over `weight × score × warm` (as `choose` draws one), and the one with the
+//!   lower [`Load::cost`] (peak-EWMA latency × (in flight + streams × 0.25 + 1)) wins; on a
+//!   tie, the first. The second draw is independent of the first, and made again (at most
+//!   [`REDRAWS`] times in all) while it lands on the first site: so a site's chance to be a
+//!   candidate is at most `REDRAWS + 1` times its weight share (a site of weight 1 beside
+//!   one of 1000 is not compared in every decision, as drawing two different sites would
+//!   make it), while a costlier site of `n` equal ones is still chosen only when every
+//!   draw lands on it (`(1/n)^(REDRAWS + 1)`: 6.25% of two, 1.2% of three). With equal
+//!   costs the shares are exactly `choose`'s.
 
 use sitesteer_probes::{SiteView, Snapshot};
 
 use super::choose::{mode_of, rank, share, unit};
 use super::load::SiteLoads;
 use super::{Choice, Index, RequestCtx};
+
+/// How many times the second candidate is drawn while it lands on the first.
+pub const REDRAWS: usize = 3;
 
 /// The load-aware decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -39,7 +47,7 @@ pub fn choose_loaded_indexed(
     req: &RequestCtx<'_>,
     loads: &(impl SiteLoads + ?Sized),
 ) -> Loaded {
-    match index.pair(snapshot, req, mix(req.random)) {
+    match index.pair(snapshot, req, &seconds(req.random)) {
         None => choose_loaded(snapshot, req, loads),
         Some(None) => Loaded::None,
         Some(Some((first, second))) => Loaded::Site(match second {
@@ -90,16 +98,13 @@ pub fn choose_loaded(
             .filter(open)
     };
     let total: f64 = candidates().map(|s| share(s, best.0)).sum();
-    let Some(first) = draw(candidates(), best.0, unit(req.random) * total, None) else {
+    let Some(first) = draw(candidates(), best.0, unit(req.random) * total) else {
         return Loaded::None;
     };
-    let rest = total - share(first, best.0);
-    let second = draw(
-        candidates(),
-        best.0,
-        unit(mix(req.random)) * rest,
-        Some(first.id),
-    );
+    let second = seconds(req.random)
+        .into_iter()
+        .filter_map(|r| draw(candidates(), best.0, unit(r) * total))
+        .find(|s| s.id != first.id);
     let site = match second {
         Some(second) if loads.load(second.id).cost() < loads.load(first.id).cost() => second,
         _ => first,
@@ -114,16 +119,15 @@ pub fn choose_loaded(
     }
 }
 
-/// The site where `point` falls among the shares of `sites` (skipping `except`); the last
-/// one when rounding leaves the point past the end.
+/// The site where `point` falls among the shares of `sites`; the last one when rounding
+/// leaves the point past the end.
 fn draw<'a>(
     sites: impl Iterator<Item = &'a SiteView>,
     class: super::choose::Class,
     mut point: f64,
-    except: Option<usize>,
 ) -> Option<&'a SiteView> {
     let mut last = None;
-    for site in sites.filter(|s| Some(s.id) != except) {
+    for site in sites {
         last = Some(site);
         point -= share(site, class);
         if point < 0.0 {
@@ -133,9 +137,20 @@ fn draw<'a>(
     last
 }
 
-/// A second random number derived from the first (splitmix64's finaliser), so that one
-/// draw per request keeps the decision a function of the request.
-pub(super) fn mix(random: u64) -> u64 {
+/// The random numbers of the second candidate's draws, derived from the request's, so that
+/// the decision stays a function of the request.
+fn seconds(random: u64) -> [u64; REDRAWS] {
+    let mut out = [0; REDRAWS];
+    let mut r = random;
+    for slot in &mut out {
+        r = mix(r);
+        *slot = r;
+    }
+    out
+}
+
+/// splitmix64's step: another well-spread number from `random`.
+fn mix(random: u64) -> u64 {
     let mut z = random.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -72,6 +72,23 @@ fn a_slow_or_busy_site_gets_less_than_its_weight_share() {
 }
 
 #[test]
+fn a_cheap_site_of_tiny_weight_is_a_candidate_only_a_few_times_its_weight_share() {
+    // b is never timed (the cheapest cost there is), a carries all the work: b may win only
+    // when drawn, at most REDRAWS + 1 times its 0.1% weight share.
+    let snap = snapshot(&[(0, 1000, "a"), (0, 1, "a")]);
+    let loads = [
+        Load {
+            in_flight: 5,
+            ..idle(0.01)
+        },
+        Load::default(),
+    ];
+    let c = shares(&snap, &loads, 20_000);
+    let bound = 20_000 * (REDRAWS as u64 + 1) / 1001 + 20;
+    assert!(c[1] > 0 && c[1] <= bound, "{c:?}, bound {bound}");
+}
+
+#[test]
 fn a_site_at_its_cap_passes_the_request_to_the_next_then_the_queue() {
     let snap = snapshot(&[(0, 100, "a"), (0, 100, "a"), (1, 100, "a")]);
     let full = |n| Load {
