@@ -109,9 +109,11 @@ impl TcpProxy {
             let failure = match opened {
                 Ok(Ok(stream)) => {
                     self.steering.connected(&name, connecting.elapsed());
+                    // An open stream from now on (taken before the success, which would end
+                    // the attempt's load).
+                    let load = attempts.take_stream();
                     // Counted, not sent: no message per connection (see `PassiveCounts`).
                     attempts.succeeded(&self.steering);
-                    let load = attempts.take_stream();
                     return Ok((name, stream, load));
                 }
                 Ok(Err(_)) => Failure::Connect,

@@ -324,10 +324,10 @@ impl Attempts {
     }
 
     /// The current attempt became a long-lived stream (WebSocket, SSE, TCP): its load
-    /// counts as an open stream, while the returned guard lives.
+    /// counts as an open stream, while the returned guard lives. Its connect time is no
+    /// answer's latency: the estimate is left to requests.
     pub(crate) fn take_stream(&mut self) -> Option<LoadGuard> {
         let guard = self.end_load(self.site?)?;
-        guard.observe();
         Some(guard.into_stream())
     }
 

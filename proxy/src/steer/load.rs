@@ -308,7 +308,10 @@ impl LoadGuard {
 
     fn release(&self) {
         self.load.in_flight.dec();
-        if self.table.waiting.load(Ordering::Relaxed) > 0 {
+        // Pairs with the fence of a request joining the queue (`queue.rs`): either it sees
+        // this slot free when it looks again, or this sees it waiting and wakes it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.table.waiting.load(Ordering::SeqCst) > 0 {
             self.table.freed.notify_waiters();
         }
     }

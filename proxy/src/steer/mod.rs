@@ -41,3 +41,5 @@ mod tests;
 mod tests_attempts;
 #[cfg(test)]
 mod tests_p2c;
+#[cfg(test)]
+mod tests_queue;

@@ -26,25 +26,26 @@ pub(crate) async fn next_queued(
     pinned: Option<&str>,
     listener: &str,
 ) -> Result<Choice, NoSite> {
+    match attempts.next(steering, pinned) {
+        Err(NoSite::Full) => {}
+        other => return other,
+    }
     let table = steering.loads().clone();
-    let mut slot: Option<Slot<'_>> = None;
-    let mut deadline = None;
+    let proxy = &attempts.snapshot().config.proxy;
+    let deadline = Instant::now() + proxy.queue_timeout;
+    // Joins the queue before looking again, so that a slot freed from now on wakes it.
+    let Some(_slot) = Slot::take(&table, proxy.queue_length) else {
+        steering.count_shed(listener);
+        return Err(NoSite::Full);
+    };
     for _ in 0..MAX_WAKEUPS {
-        // Registered before the check, so a slot freed in between is not missed.
+        // Registered before the look, so a slot freed in between is not missed.
         let freed = table.freed.notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
         match attempts.next(steering, pinned) {
             Err(NoSite::Full) => {}
             other => return other,
-        }
-        let proxy = &attempts.snapshot().config.proxy;
-        let deadline = *deadline.get_or_insert_with(|| Instant::now() + proxy.queue_timeout);
-        if slot.is_none() {
-            match Slot::take(&table, proxy.queue_length) {
-                Some(s) => slot = Some(s),
-                None => break,
-            }
         }
         if tokio::time::timeout_at(deadline, freed).await.is_err() {
             break;
@@ -59,14 +60,16 @@ struct Slot<'a>(&'a LoadTable);
 
 impl<'a> Slot<'a> {
     fn take(table: &'a LoadTable, length: usize) -> Option<Self> {
-        let before = table.waiting.fetch_add(1, Ordering::AcqRel);
+        let before = table.waiting.fetch_add(1, Ordering::SeqCst);
         let slot = Slot(table);
+        // Pairs with the fence of a request in flight that ends (`load.rs`).
+        std::sync::atomic::fence(Ordering::SeqCst);
         (before < length).then_some(slot)
     }
 }
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
     }
 }
