@@ -12,6 +12,10 @@
 //! - `sitesteer_panic_decisions_total` counts the attempts steered in panic mode.
 //! - `sitesteer_unroutable_requests_total` counts requests that no site could take at all
 //!   (not those whose every try failed).
+//! - Each attempt counts in its site's load (`load.rs`) from the moment it is steered until
+//!   it succeeds, fails or the request ends; sites are chosen by [`super::choose_loaded`],
+//!   and when every candidate is at its cap the answer is [`NoSite::Full`] (the data planes
+//!   wait in the queue through [`super::next_queued`]).
 
 use std::sync::Arc;
 

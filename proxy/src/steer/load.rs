@@ -42,9 +42,11 @@ pub struct Load {
 /// some work at the site, but mostly sits idle.
 pub const STREAM_LOAD: f64 = 0.25;
 
-/// The latency a site is assumed to have before any answer was seen (and the floor of
-/// every estimate), in seconds, so that in-flight work still counts at a site never timed.
-pub const LATENCY_FLOOR: f64 = 0.000_1;
+/// The floor of every latency estimate (and what a site never timed is assumed to take),
+/// in seconds: differences below a millisecond are noise on any real path, and without the
+/// floor sites a few tens of microseconds apart would not share traffic by weight; above
+/// it, in-flight work decides between equally fast sites.
+pub const LATENCY_FLOOR: f64 = 0.001;
 
 impl Load {
     /// The P2C cost: latency × (outstanding work + 1), as tower's `PeakEwma`.
