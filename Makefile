@@ -87,6 +87,12 @@ failover-bench: deps
 silent-bench: deps
 	bash benches/silent.sh
 
+## Load-aware choice against HAProxy leastconn and nginx least_conn: one of three sites
+## slowed by 50 ms mid-run (see BENCHMARKS.md).
+.PHONY: p2c-bench
+p2c-bench: deps
+	bash benches/p2c.sh
+
 ## Throughput, latency, CPU and instructions per request: sitesteer against bare pingora,
 ## HAProxy and nginx, interleaved (see BENCHMARKS.md; installs wrk, haproxy, nginx, valgrind).
 bench: deps

@@ -29,48 +29,9 @@ HAPROXY=${HAPROXY:-haproxy}
 
 log() { echo "[failover] $*" >&2; }
 
-TMP=$(mktemp -d -t sitesteer-failover.XXXXXX)
-PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do
-        kill -9 "$p" 2>/dev/null || true
-    done
-    for p in "${PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-        rm -f "/tmp/sitesteer-$p.pid" "/tmp/sitesteer-$p.upgrade.sock"
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# --- tools -------------------------------------------------------------------------------
-missing=()
-command -v "$HAPROXY" >/dev/null 2>&1 || missing+=(haproxy)
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v jq >/dev/null 2>&1 || missing+=(jq)
-command -v curl >/dev/null 2>&1 || missing+=(curl)
-if ((${#missing[@]})); then
-    log "installing ${missing[*]}"
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
-
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "building release binaries"
-    (cd "$ROOT" && cargo build --release -q -p sitesteer -p sitesteer-benches) >&2
-fi
-mkdir -p "$OUT"
-rm -f "$OUT"/failover-*
-
-# --- helpers -----------------------------------------------------------------------------
-NEXT_PORT=$((20000 + RANDOM % 30000))
 # shellcheck source=benches/lib.sh
 source "$ROOT/benches/lib.sh"
-
+bench_start failover haproxy wrk jq curl
 
 sitesteer_config() { # dir proxy_port admin_port p1 p2 p3
     local dir=$1

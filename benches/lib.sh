@@ -1,4 +1,4 @@
-# Shell helpers shared by the benchmark scripts (benches/run.sh, scale.sh, failover.sh).
+# Shell helpers shared by the benchmark scripts (benches/run.sh, scale.sh, failover.sh, p2c.sh).
 # Source it after defining `log`, and set NEXT_PORT (the first port to try) before free_port.
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -73,4 +73,50 @@ stop_child() {
     kill -CONT "$1" 2>/dev/null || true
     stop_pid "$1"
     rm -f "/tmp/sitesteer-$1.pid" "/tmp/sitesteer-$1.upgrade.sock"
+}
+
+# Installs, with apt, those of the given commands that are missing (each command is its
+# Debian package's name: haproxy, nginx, wrk, jq, curl).
+install_missing() { # command...
+    local missing=() c
+    for c in "$@"; do command -v "$c" >/dev/null 2>&1 || missing+=("$c"); done
+    ((${#missing[@]})) || return 0
+    log "installing ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
+}
+
+# The EXIT trap of a benchmark: kills every process in PIDS, removes what a killed
+# sitesteer leaves in /tmp, and the run's scratch folder TMP.
+cleanup_children() {
+    local p
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    for p in "${PIDS[@]}"; do
+        wait "$p" 2>/dev/null || true
+        rm -f "/tmp/sitesteer-$p.pid" "/tmp/sitesteer-$p.upgrade.sock"
+    done
+    rm -rf "$TMP"
+}
+
+# The common start of the benchmark named $1, after `log` and ROOT and OUT are set: a
+# scratch folder TMP and the PIDS killed on exit (`cleanup_children`), the commands $2...
+# installed when missing, release binaries built (unless SKIP_BUILD=1), the run's old
+# results removed from OUT, and NEXT_PORT picked for `free_port`.
+bench_start() { # name command...
+    local name=$1
+    shift
+    TMP=$(mktemp -d -t "sitesteer-$name.XXXXXX")
+    PIDS=()
+    trap cleanup_children EXIT
+    trap 'exit 130' INT TERM
+    install_missing "$@"
+    if [ "${SKIP_BUILD:-0}" != 1 ]; then
+        log "building release binaries"
+        (cd "$ROOT" && cargo build --release -q -p sitesteer -p sitesteer-benches) >&2
+    fi
+    mkdir -p "$OUT"
+    rm -f "$OUT"/"$name"-*
+    NEXT_PORT=$((20000 + RANDOM % 30000))
 }

@@ -76,6 +76,16 @@ pub const RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
 pub const RETRY_BUDGET_TTL_S: u64 = 10;
 /// `proxy.drain_timeout`, seconds.
 pub const DRAIN_TIMEOUT_S: u64 = 30;
+
+// Load-aware choice and shedding.
+/// `proxy.load_decay`, milliseconds: the time constant of a site's peak-EWMA latency.
+pub const LOAD_DECAY_MS: u64 = 10_000;
+/// `proxy.queue_timeout`, milliseconds: the longest wait for a slot at a capped site.
+pub const QUEUE_TIMEOUT_MS: u64 = 100;
+/// `proxy.queue_length`: how many requests may wait for a slot at once.
+pub const QUEUE_LENGTH: usize = 256;
+/// Upper bound of `[[site]] max_in_flight`.
+pub const MAX_IN_FLIGHT_MAX: u32 = 1_000_000;
 /// `dns.ttl`, seconds.
 pub const DNS_TTL: u32 = 5;
 /// `dns.min_ttl`, seconds.

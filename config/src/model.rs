@@ -137,6 +137,12 @@ pub struct Site {
     pub objectives: Objectives,
     /// `[site.tls]`: the site's endpoints speak TLS. Default: plain TCP.
     pub tls: Option<SiteTls>,
+
+    // Concurrency cap (`max_in_flight`).
+    /// The most requests in flight at this site at once; past it a request goes to the
+    /// next site, and when every site is at its cap it waits in the queue
+    /// (`proxy.queue_timeout`) and is then shed with a 503. In [1, 1000000]. Default: none.
+    pub max_in_flight: Option<u32>,
 }
 
 impl Site {
@@ -330,6 +336,17 @@ pub struct ProxySettings {
     pub hedge_budget: f64,
     /// How long connections to a drained site may finish. Default 30s.
     pub drain_timeout: Duration,
+
+    // Load-aware choice and shedding (`steer::load`, `steer::queue`).
+    /// How fast a site's peak-EWMA latency forgets: the time constant of its decay. In
+    /// [100ms, 10min]. Default 10s.
+    pub load_decay: Duration,
+    /// How long a request waits for a slot when every site is at `max_in_flight` before it
+    /// is shed with a 503 and `Retry-After`. At most 10s. Default 100ms.
+    pub queue_timeout: Duration,
+    /// How many requests may wait for a slot at once; past it a request is shed at once.
+    /// In [0, 100000]. Default 256.
+    pub queue_length: usize,
     /// How soon open WebSocket, SSE and TCP connections of a site that went down or into
     /// maintenance are closed. Default 100ms.
     pub close_grace: Duration,

@@ -72,6 +72,8 @@ pub(crate) struct RawSite {
     pub endpoints: RawEndpoints,
     pub objectives: Option<RawObjectives>,
     pub tls: Option<RawSiteTls>,
+    // Concurrency cap.
+    pub max_in_flight: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +133,10 @@ pub(crate) struct RawProxy {
     pub hedge_floor: Option<String>,
     pub hedge_budget: Option<f64>,
     pub drain_timeout: Option<String>,
+    // Load-aware choice and shedding.
+    pub load_decay: Option<String>,
+    pub queue_timeout: Option<String>,
+    pub queue_length: Option<i64>,
     pub close_grace: Option<String>,
     pub session_key_file: Option<String>,
     pub upgrade_sock: Option<String>,

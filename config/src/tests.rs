@@ -289,3 +289,45 @@ fn hedging_keys_have_defaults_and_are_checked() {
         assert!(errs.iter().any(|e| e.path == key), "{bad}: {errs:?}");
     }
 }
+
+#[test]
+fn load_and_shedding_keys_have_defaults_and_are_checked() {
+    let c = parse_str(MINIMAL).expect("minimal parses");
+    assert_eq!(c.proxy.load_decay, Duration::from_millis(LOAD_DECAY_MS));
+    assert_eq!(
+        c.proxy.queue_timeout,
+        Duration::from_millis(QUEUE_TIMEOUT_MS)
+    );
+    assert_eq!(c.proxy.queue_length, QUEUE_LENGTH);
+    assert!(c.sites.iter().all(|s| s.max_in_flight.is_none()));
+    let proxy = |extra: &str| format!("[proxy]\n{extra}\n{MINIMAL}");
+    let c = parse_str(&proxy(
+        "load_decay = \"2s\"\nqueue_timeout = \"0s\"\nqueue_length = 0",
+    ))
+    .expect("parses");
+    assert_eq!(c.proxy.load_decay, Duration::from_secs(2));
+    assert_eq!(c.proxy.queue_timeout, Duration::ZERO);
+    assert_eq!(c.proxy.queue_length, 0);
+    let site = |cap: &str| {
+        MINIMAL.replace(
+            "[site.endpoints]",
+            &format!("max_in_flight = {cap}\n[site.endpoints]"),
+        )
+    };
+    let c = parse_str(&site("8")).expect("parses");
+    assert_eq!(c.sites[0].max_in_flight, Some(8));
+    for (bad, key) in [
+        (proxy("load_decay = \"1ms\""), "proxy.load_decay"),
+        (proxy("load_decay = \"11m\""), "proxy.load_decay"),
+        (proxy("queue_timeout = \"11s\""), "proxy.queue_timeout"),
+        (proxy("queue_timeout = \"never\""), "proxy.queue_timeout"),
+        (proxy("queue_length = -1"), "proxy.queue_length"),
+        (proxy("queue_length = 100001"), "proxy.queue_length"),
+        (site("0"), "site[0].max_in_flight"),
+        (site("-3"), "site[0].max_in_flight"),
+        (site("1000001"), "site[0].max_in_flight"),
+    ] {
+        let errs = errors(&bad);
+        assert!(errs.iter().any(|e| e.path == key), "{bad}: {errs:?}");
+    }
+}

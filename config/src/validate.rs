@@ -155,6 +155,30 @@ fn duration(text: &Option<String>, default: Duration, path: &str, p: &mut Proble
     }
 }
 
+/// A duration between `range` milliseconds (inclusive), else `default_ms` with a problem.
+fn duration_in(
+    text: &Option<String>,
+    default_ms: u64,
+    range: (u64, u64),
+    path: &str,
+    p: &mut Problems,
+) -> Duration {
+    let default = Duration::from_millis(default_ms);
+    let value = duration(text, default, path, p);
+    let (lo, hi) = (
+        Duration::from_millis(range.0),
+        Duration::from_millis(range.1),
+    );
+    if value < lo || value > hi {
+        p.add(
+            path,
+            format!("must be between {lo:?} and {hi:?}, got {value:?}"),
+        );
+        return default;
+    }
+    value
+}
+
 fn int_in<T: TryFrom<i64> + Copy>(
     value: Option<i64>,
     default: T,
@@ -396,6 +420,15 @@ fn sites(
             host: s.host.clone(),
             endpoints,
             objectives,
+            max_in_flight: s.max_in_flight.map(|_| {
+                int_in(
+                    s.max_in_flight,
+                    1,
+                    (1, i64::from(d::MAX_IN_FLIGHT_MAX)),
+                    &format!("{path}.max_in_flight"),
+                    p,
+                )
+            }),
         });
     }
     out
@@ -788,6 +821,27 @@ fn proxy(raw: &RawProxy, base_dir: &Path, p: &mut Problems) -> ProxySettings {
             &raw.close_grace,
             Duration::from_millis(d::CLOSE_GRACE_MS),
             "proxy.close_grace",
+            p,
+        ),
+        load_decay: duration_in(
+            &raw.load_decay,
+            d::LOAD_DECAY_MS,
+            (100, 600_000),
+            "proxy.load_decay",
+            p,
+        ),
+        queue_timeout: duration_in(
+            &raw.queue_timeout,
+            d::QUEUE_TIMEOUT_MS,
+            (0, 10_000),
+            "proxy.queue_timeout",
+            p,
+        ),
+        queue_length: int_in(
+            raw.queue_length,
+            d::QUEUE_LENGTH,
+            (0, 100_000),
+            "proxy.queue_length",
             p,
         ),
         upgrade_sock: PathBuf::new(), // set by `upgrade_sock`: its default follows state_file

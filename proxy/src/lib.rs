@@ -30,6 +30,7 @@ mod restart;
 mod secrets;
 mod server;
 pub mod session;
+mod shed;
 mod state_file;
 mod stdio;
 pub mod steer;

@@ -35,6 +35,11 @@ pub struct Metrics {
     pub retries_refused: IntCounterVec,
     /// Decisions taken in panic mode.
     pub panic_decisions: IntCounter,
+    /// Requests in flight by site (written by `steer::load` only).
+    pub site_in_flight: IntGaugeVec,
+    /// Requests and TCP connections shed at `max_in_flight`, by listener (written by
+    /// `steer::queue` only).
+    pub shed: IntCounterVec,
     /// 1 while the published Snapshot is in panic mode (written by the publish hook only).
     pub panic_mode: IntGauge,
     /// Upstream latency of proxied requests, by site.
@@ -207,6 +212,8 @@ impl Metrics {
             rescues: build(r, IntCounterVec::new(Opts::new("sitesteer_rescues_total", "Safe requests sent to another site because their site went down, into maintenance or suspect while they were on it, by that site."), &["site"]).expect("valid metric")),
             retries_refused: build(r, IntCounterVec::new(Opts::new("sitesteer_retries_refused_total", "Requests refused a further attempt (a retry, hedge or rescue), by reason: budget when proxy.retry_budget was spent; the site's own answer, if any, was passed on."), &["reason"]).expect("valid metric")),
             panic_decisions: build(r, IntCounter::new("sitesteer_panic_decisions_total", "Steering decisions taken in panic mode (no up or degraded site).").expect("valid metric")),
+            site_in_flight: build(r, IntGaugeVec::new(Opts::new(crate::steer::load_names::SITE_IN_FLIGHT, crate::steer::load_names::SITE_IN_FLIGHT_HELP), &["site"]).expect("valid metric")),
+            shed: build(r, IntCounterVec::new(Opts::new(crate::steer::load_names::SHED, crate::steer::load_names::SHED_HELP), &["listener"]).expect("valid metric")),
             panic_mode: build(r, IntGauge::new("sitesteer_panic_mode", "1 when no site is up or degraded and traffic spreads over every site not in maintenance.").expect("valid metric")),
             upstream_latency: build(r, HistogramVec::new(HistogramOpts::new("sitesteer_upstream_latency_seconds", "Time from request to upstream response header, by site.").buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]), &["site"]).expect("valid metric")),
             failovers: build(r, IntCounterVec::new(Opts::new("sitesteer_failovers_total", "Sites leaving service (down or manual failover), by site and kind."), &["site", "kind"]).expect("valid metric")),

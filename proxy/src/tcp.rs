@@ -24,10 +24,13 @@ use tokio::sync::Notify;
 use crate::conns::{Closer, Registry, Transport};
 use crate::idle::{Activity, Watched};
 use crate::metrics::Metrics;
-use crate::steer::{Attempts, Steering};
+use crate::steer::{Attempts, LoadGuard, NoSite, Steering};
 
 /// Most bytes read from a client before its site connection opens (the rest follows as it
 /// is copied). Small: every silent client holds this buffer while it waits.
+/// A connection to a site: its name, the stream, and its place in the site's load.
+type Connected = (String, Box<dyn UpstreamIo>, Option<LoadGuard>);
+
 const FIRST_READ: usize = 4 * 1024;
 
 /// The TCP proxy app.
@@ -90,8 +93,9 @@ impl TcpProxy {
     }
 
     /// Connects to the best site for a client at `client`, trying others on failure;
-    /// returns the site and stream.
-    async fn connect(&self, client: Option<IpAddr>) -> Option<(String, Box<dyn UpstreamIo>)> {
+    /// returns the site, the stream and its place in the site's load. `Err(NoSite::Full)`
+    /// when every site is at its cap.
+    async fn connect(&self, client: Option<IpAddr>) -> Result<Connected, NoSite> {
         let mut attempts = Attempts::new(EndpointKind::Tcp, self.steering.current());
         if attempts.places_clients() {
             let region = attempts.locate(client).unwrap_or("none");
@@ -102,9 +106,13 @@ impl TcpProxy {
                 .inc();
         }
         loop {
-            let choice = attempts.next(&self.steering, None).ok()?;
+            let choice =
+                crate::steer::next_queued(&mut attempts, &self.steering, None, "tcp").await?;
+            let Some(site) = attempts.snapshot().sites.get(choice.site) else {
+                return Err(NoSite::Unroutable);
+            };
+            let name = site.name.clone();
             let snap = attempts.snapshot();
-            let name = snap.sites.get(choice.site)?.name.clone();
             let timeout = self.steering.connect_timeout(&name, &snap.config.proxy);
             let addr = crate::upstream::connect_addr(snap, choice.site, choice.addr);
             let connecting = std::time::Instant::now();
@@ -112,9 +120,12 @@ impl TcpProxy {
             let failure = match opened {
                 Ok(Ok(stream)) => {
                     self.steering.connected(&name, connecting.elapsed());
+                    // An open stream from now on (taken before the success, which would end
+                    // the attempt's load).
+                    let load = attempts.take_stream();
                     // Counted, not sent: no message per connection (see `PassiveCounts`).
                     attempts.succeeded(&self.steering);
-                    return Some((name, stream));
+                    return Ok((name, stream, load));
                 }
                 Ok(Err(_)) => Failure::Connect,
                 Err(_) => Failure::Timeout,
@@ -138,7 +149,13 @@ impl ServerApp for TcpProxy {
         let peer = crate::limits::peer_of(&client);
         let client_ip = crate::limits::peer_ip(&client);
         let first = self.first_bytes(&mut client, shutdown).await?;
-        let Some((site, upstream)) = self.connect(client_ip).await else {
+        let connected = self.connect(client_ip).await;
+        if matches!(connected, Err(NoSite::Full)) {
+            // Shed: the client hears why, as one over limits.max_connections does.
+            let _ = client.write_all(crate::shed::TCP_LINE).await;
+            let _ = client.flush().await;
+        }
+        let Ok((site, upstream, _load)) = connected else {
             self.metrics.failed_requests.with_label_values(&["-"]).inc();
             self.metrics
                 .requests

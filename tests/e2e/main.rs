@@ -21,6 +21,7 @@ mod failover;
 mod forwarded;
 mod geo;
 mod hostile;
+mod load;
 mod netns;
 mod ops;
 mod probes;

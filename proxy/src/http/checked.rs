@@ -215,7 +215,8 @@ impl HttpProxy {
             .earn_hedge(ctx.snapshot().config.proxy.hedge_budget);
         let mut last: Option<Answer> = None;
         let no_site = loop {
-            let choice = match ctx.attempts.next(&self.steering, None) {
+            let queued = steer::next_queued(&mut ctx.attempts, &self.steering, None, "http");
+            let choice = match queued.await {
                 Ok(choice) => choice,
                 Err(why) => break why,
             };
@@ -239,6 +240,7 @@ impl HttpProxy {
                 ctx.observed = true;
                 self.deliver(session, ctx, answer).await
             }
+            None if no_site == NoSite::Full => super::respond_shed(session).await,
             None => {
                 let code = if no_site == NoSite::Unroutable {
                     503

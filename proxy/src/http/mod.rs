@@ -120,6 +120,10 @@ pub struct RequestState {
     /// The serving site's passive observation is already made (a checked exchange that
     /// passed a wrong answer on, having reported it as wrong).
     observed: bool,
+    /// Every site was at its cap past `proxy.queue_timeout`: answered by [`crate::shed`].
+    shed: bool,
+    /// A WebSocket or SSE stream's place in its site's load, while it is open.
+    stream_load: Option<steer::LoadGuard>,
     /// Counts the request for the drain on shutdown and upgrade.
     _in_flight: crate::restart::InFlight,
 }
@@ -158,6 +162,8 @@ impl RequestState {
             body: None,
             body_bytes: 0,
             observed: false,
+            shed: false,
+            stream_load: None,
             _in_flight: crate::restart::InFlight::start(),
         }
     }
@@ -201,6 +207,20 @@ async fn respond_json(session: &mut Session, status: u16, body: impl Into<Bytes>
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await?;
     Ok(true)
+}
+
+/// Answers a shed request ([`crate::shed`]): 503, `Retry-After`, and a JSON-RPC error with
+/// the request's id when the body read so far is a JSON-RPC call.
+pub(crate) async fn respond_shed(session: &mut Session) -> Result<()> {
+    let buffered = session.as_ref().get_retry_buffer();
+    let id = buffered.as_deref().and_then(checked::request_id);
+    let body = Bytes::from(crate::shed::http_body(id.as_ref()));
+    let mut resp = ResponseHeader::build(crate::shed::STATUS, Some(4))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("retry-after", crate::shed::RETRY_AFTER_S.to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await
 }
 
 /// The JSON-RPC error code of a request whose site failed after it was sent (in the range
@@ -566,8 +586,16 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let pinned = ctx.affinity.as_ref().map(Affinity::site);
-        let choice = match ctx.attempts.next(&self.steering, pinned) {
+        let queued = steer::next_queued(&mut ctx.attempts, &self.steering, pinned, "http");
+        let choice = match queued.await {
             Ok(choice) => choice,
+            Err(NoSite::Full) => {
+                ctx.shed = true;
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(crate::shed::STATUS),
+                    "every site is at its max_in_flight",
+                ));
+            }
             Err(NoSite::SessionLost) => {
                 return Err(Error::explain(
                     ErrorType::HTTPStatus(404),
@@ -607,6 +635,10 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         ctx.reached_site = true;
+        if ctx.long_lived.is_some() {
+            // A WebSocket or SSE stream weighs on its site as an open stream while it lasts.
+            ctx.stream_load = ctx.attempts.take_stream();
+        }
         if let (false, Some(started), Some(site)) =
             (reused, ctx.upstream_started, Self::site_name(ctx))
         {
@@ -779,6 +811,13 @@ impl ProxyHttp for HttpProxy {
         ctx: &mut Self::CTX,
     ) -> pingora::proxy::FailToProxy {
         let code = limits::fail_status(e);
+        if ctx.shed {
+            let written = respond_shed(session).await.is_ok();
+            return pingora::proxy::FailToProxy {
+                error_code: code,
+                can_reuse_downstream: written,
+            };
+        }
         if let Some(body) = self.outcome_unknown(session, e, ctx, code) {
             // A JSON-RPC request that reached its site, which failed before answering, and
             // that is not safe to send elsewhere: the client must know it may have run.

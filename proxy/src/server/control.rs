@@ -25,7 +25,7 @@ use crate::operator::Operator;
 use crate::secrets::AdminToken;
 use crate::server::Origin;
 use crate::state_file::{PersistedState, SavedIncidents, StateFile};
-use crate::steer::{PublishedCell, SteerMetrics, Steering};
+use crate::steer::{LoadTable, PublishedCell, SteerMetrics, Steering};
 
 /// Starts the health owner and the probes on `health` (their own runtime) on the restored
 /// operator state: with `[cluster]` and etcd reachable, the fleet's overrides replace the
@@ -52,7 +52,10 @@ pub(super) fn start_health(
     let incidents = Incidents::new(persisted.incidents.read.clone(), max_id, persist_tx);
     let observer = observe::observer(metrics.clone(), availability.clone(), incidents.clone());
     let restored = persisted.overrides.clone();
-    let published = Arc::new(PublishedCell::default());
+    let published = Arc::new(PublishedCell::new(LoadTable::new(
+        metrics.site_in_flight.clone(),
+        metrics.shed.clone(),
+    )));
     let hooks = Hooks {
         observer: Some(observer),
         on_publish: Some(published.hook(metrics.panic_mode.clone())),

@@ -18,6 +18,10 @@
 //!   `sitesteer_retries_refused_total{reason="budget"}` counts the requests that wanted one
 //!   more attempt and were refused (once per request); a refused request passes on the
 //!   site's own answer when a site answered.
+//! - Each attempt counts in its site's load (`load.rs`) from the moment it is steered until
+//!   it succeeds, fails or the request ends; sites are chosen by [`super::choose_loaded`],
+//!   and when every candidate is at its cap the answer is [`NoSite::Full`] (the data planes
+//!   wait in the queue through [`super::next_queued`]).
 //!
 //! The client's region ([`Attempts::locate`], from `[[geo]]`) steers every attempt of the
 //! request, retries included, as it steers DNS answers.
@@ -33,6 +37,8 @@ use sitesteer_probes::{Failure, HealthHandle, Snapshot};
 
 use super::connect_times::ConnectTimes;
 use super::hedge::HedgeBudget;
+use super::load::{LoadGuard, LoadTable};
+use super::p2c::{choose_loaded_indexed, Loaded};
 use super::retry_budget::RetryBudget;
 use super::{Choice, Mode, Published, PublishedCell, RequestCtx, Tried};
 
@@ -110,9 +116,23 @@ impl Steering {
 
     /// The newest publication.
     pub(crate) fn current(&self) -> Arc<Published> {
-        self.published
-            .load()
-            .unwrap_or_else(|| Arc::new(Published::new(self.health.snapshot())))
+        self.published.load().unwrap_or_else(|| {
+            Arc::new(Published::with_loads(
+                self.health.snapshot(),
+                self.published.loads(),
+                None,
+            ))
+        })
+    }
+
+    /// The sites' load counters (and the queue of requests waiting for a slot).
+    pub(super) fn loads(&self) -> &Arc<LoadTable> {
+        self.published.loads()
+    }
+
+    /// A request or connection on `listener` was shed (`sitesteer_shed_total`).
+    pub(super) fn count_shed(&self, listener: &str) {
+        self.published.loads().count_shed(listener);
     }
 }
 
@@ -125,6 +145,9 @@ pub(crate) enum NoSite {
     SessionLost,
     /// Sites were tried and failed, and the budget or the sites are used up.
     Exhausted,
+    /// Every site that could take the request is at its cap (`max_in_flight`); from
+    /// [`super::next_queued`], the request waited its turn in vain and is shed.
+    Full,
 }
 
 /// One request's attempts at sites.
@@ -146,6 +169,8 @@ pub(crate) struct Attempts {
     granted: bool,
     /// The retry budget refused this request once (counted once).
     refused: bool,
+    /// The attempts in flight (two while hedged), counted in their sites' load.
+    load: Vec<LoadGuard>,
 }
 
 /// How [`pick`] ended.
@@ -153,6 +178,7 @@ enum Pick {
     Site(Choice),
     None,
     Exhausted,
+    Full,
 }
 
 impl Attempts {
@@ -169,6 +195,7 @@ impl Attempts {
             region: None,
             granted: false,
             refused: false,
+            load: Vec::new(),
         }
     }
 
@@ -259,6 +286,7 @@ impl Attempts {
                     return Err(NoSite::Exhausted);
                 }
                 self.site = Some(choice.site);
+                self.load.extend(self.published.loads.start(choice.site));
                 self.count_retries(steering);
                 if choice.mode == Mode::Panic {
                     steering.metrics.panic_decisions.inc();
@@ -271,6 +299,7 @@ impl Attempts {
                 Err(NoSite::Unroutable)
             }
             Pick::None | Pick::Exhausted => Err(NoSite::Exhausted),
+            Pick::Full => Err(NoSite::Full),
         }
     }
 
@@ -342,6 +371,12 @@ impl Attempts {
         let Some(site) = self.site else {
             return;
         };
+        if let Some(guard) = self.end_load(site) {
+            // A timeout is the slowest answer there is; a fast failure says nothing of speed.
+            if failure == Failure::Timeout {
+                guard.observe();
+            }
+        }
         steering
             .health
             .reporter()
@@ -360,14 +395,31 @@ impl Attempts {
     }
 
     /// The current attempt succeeded: counted for its site (folded by the health owner on
-    /// its next tick; no message per request).
-    pub(crate) fn succeeded(&self, steering: &Steering) {
+    /// its next tick; no message per request), and its latency fed to the site's load.
+    pub(crate) fn succeeded(&mut self, steering: &Steering) {
         if let Some(site) = self.site {
+            if let Some(guard) = self.end_load(site) {
+                guard.observe();
+            }
             steering
                 .health
                 .reporter()
                 .success(&self.published.snapshot, site);
         }
+    }
+
+    /// The current attempt became a long-lived stream (WebSocket, SSE, TCP): its load
+    /// counts as an open stream, while the returned guard lives. Its connect time is no
+    /// answer's latency: the estimate is left to requests.
+    pub(crate) fn take_stream(&mut self) -> Option<LoadGuard> {
+        let guard = self.end_load(self.site?)?;
+        Some(guard.into_stream())
+    }
+
+    /// Takes the attempt at `site` out of the in-flight load.
+    fn end_load(&mut self, site: usize) -> Option<LoadGuard> {
+        let at = self.load.iter().position(|g| g.site() == site)?;
+        Some(self.load.swap_remove(at))
     }
 
     /// Counts the uncounted failures as retries: another site took the request.
@@ -416,8 +468,11 @@ fn pick(
         req.tried = *tried;
         req.pinned = pinned;
         req.region = region;
-        let Some(choice) = published.index.choose(snapshot, &req) else {
-            return Pick::None;
+        let view = published.loads.view();
+        let choice = match choose_loaded_indexed(&published.index, snapshot, &req, &view) {
+            Loaded::Site(choice) => choice,
+            Loaded::None => return Pick::None,
+            Loaded::Full => return Pick::Full,
         };
         tried.push(choice.site);
         if !is_blackholed(snapshot, choice.site) {

@@ -110,7 +110,7 @@ pub struct Choice {
 
 /// Preference classes, best first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Class {
+pub(super) enum Class {
     Preferred,
     Up,
     Degraded,
@@ -128,14 +128,14 @@ fn class(site: &SiteView) -> Option<Class> {
 }
 
 /// The rank of a candidate: class, then tier (ignored in panic), then region match.
-fn rank(site: &SiteView, region: Option<&str>) -> Option<(Class, u8, bool)> {
+pub(super) fn rank(site: &SiteView, region: Option<&str>) -> Option<(Class, u8, bool)> {
     let class = class(site)?;
     let tier = if class == Class::Panic { 0 } else { site.tier };
     let far = region.is_some_and(|r| r != site.region);
     Some((class, tier, far))
 }
 
-fn share(site: &SiteView, class: Class) -> f64 {
+pub(super) fn share(site: &SiteView, class: Class) -> f64 {
     match class {
         Class::Panic => f64::from(site.configured_weight.max(1)),
         _ => f64::from(site.effective_weight) * site.score.max(0.001) * site.warm.max(0.001),
@@ -226,6 +226,9 @@ struct KindIndex {
     /// Inclusive running sums of the shares, in site order.
     cumulative: Vec<f64>,
     sites: Vec<(usize, SocketAddr)>,
+    /// A site of this rank has a `max_in_flight`: the load-aware choice must look at every
+    /// site's load, not only at two.
+    capped: bool,
 }
 
 impl Index {
@@ -256,11 +259,19 @@ impl Index {
                 .iter()
                 .filter_map(|s| Some((s.id, s.endpoints.get(kind)?)))
                 .collect();
+            let capped = in_best.iter().any(|s| {
+                snapshot
+                    .config
+                    .sites
+                    .get(s.id)
+                    .is_none_or(|c| c.max_in_flight.is_some())
+            });
             Some(KindIndex {
                 mode: mode_of(best.0),
                 total,
                 cumulative,
                 sites,
+                capped,
             })
         });
         Self {
@@ -301,7 +312,53 @@ impl Index {
     }
 }
 
-fn mode_of(class: Class) -> Mode {
+impl Index {
+    /// The two candidates of the load-aware choice ([`super::choose_loaded`]) for the
+    /// common request, when no site of the winning rank has a cap: the first drawn by the
+    /// request's random number (the same as [`Index::choose`]), the second by the first of
+    /// `seconds` that lands on another site (`None` when none does). `None` when the request
+    /// or the Snapshot is not the common one; `Some(None)` when no site can take it.
+    pub(super) fn pair(
+        &self,
+        snapshot: &Snapshot,
+        req: &RequestCtx<'_>,
+        seconds: &[u64],
+    ) -> Option<Option<(Choice, Option<Choice>)>> {
+        if req.pinned.is_some()
+            || req.region.is_some()
+            || !req.tried.is_empty()
+            || !self.is_for(snapshot)
+        {
+            return None;
+        }
+        let Some(k) = self.kinds[req.kind.index()].as_ref() else {
+            return Some(None);
+        };
+        if k.capped {
+            return None;
+        }
+        let last = k.sites.len().checked_sub(1)?;
+        let at = |random: u64| {
+            let point = unit(random) * k.total;
+            k.cumulative.partition_point(|c| *c <= point).min(last)
+        };
+        let choice = |i: usize| Choice {
+            site: k.sites[i].0,
+            addr: k.sites[i].1,
+            mode: k.mode,
+        };
+        let a = at(req.random);
+        let b = seconds.iter().map(|r| at(*r)).find(|b| *b != a);
+        Some(Some((choice(a), b.map(choice))))
+    }
+}
+
+/// `random` as a number in [0, 1), from its top 53 bits.
+pub(super) fn unit(random: u64) -> f64 {
+    (random >> 11) as f64 / (1u64 << 53) as f64
+}
+
+pub(super) fn mode_of(class: Class) -> Mode {
     match class {
         Class::Preferred | Class::Up => Mode::Normal,
         Class::Degraded => Mode::Degraded,

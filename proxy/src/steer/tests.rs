@@ -195,14 +195,32 @@ fn sites_without_the_endpoint_are_never_chosen() {
     assert_eq!(choose(&snap, &RequestCtx::new(EndpointKind::Tcp, 0)), None);
 }
 
+/// A site of [`varied`]: (tier, weight, state number, score, preferred, weight zeroed).
+pub(super) type SiteSpec = (u8, u32, u8, f64, bool, bool);
+
+/// A snapshot of sites in every state, alternating regions `a` and `b` (for property tests).
+pub(super) fn varied(sites: &[SiteSpec]) -> Snapshot {
+    let spec: Vec<(u8, u32, &str)> = sites
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.0, s.1, if i % 2 == 0 { "a" } else { "b" }))
+        .collect();
+    let mut snap = snapshot(&spec);
+    for (view, s) in snap.sites.iter_mut().zip(sites) {
+        view.state = SiteState::ALL[usize::from(s.2) % SiteState::ALL.len()];
+        view.score = s.3;
+        view.preferred = s.4;
+        if s.5 || matches!(view.state, SiteState::Drained | SiteState::Maintenance) {
+            view.effective_weight = 0;
+        }
+    }
+    snap
+}
+
 mod index {
     use proptest::prelude::*;
 
     use super::*;
-
-    fn state_of(n: u8) -> SiteState {
-        SiteState::ALL[usize::from(n) % SiteState::ALL.len()]
-    }
 
     proptest! {
         #[test]
@@ -215,20 +233,7 @@ mod index {
             tried in prop::option::of(0usize..12),
             region in prop::option::of(0u8..2),
         ) {
-            let spec: Vec<(u8, u32, &str)> = sites
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.0, s.1, if i % 2 == 0 { "a" } else { "b" }))
-                .collect();
-            let mut snap = snapshot(&spec);
-            for (view, s) in snap.sites.iter_mut().zip(&sites) {
-                view.state = state_of(s.2);
-                view.score = s.3;
-                view.preferred = s.4;
-                if s.5 || matches!(view.state, SiteState::Drained | SiteState::Maintenance) {
-                    view.effective_weight = 0;
-                }
-            }
+            let snap = varied(&sites);
             let index = Index::new(&snap);
             for random in randoms {
                 let mut req = RequestCtx::new(HTTP, random);

@@ -14,15 +14,15 @@ use super::*;
 
 /// A steering over a fixed, hand-made Snapshot (the health owner is started but never run,
 /// so it publishes nothing into the cell).
-struct Rig {
-    steering: Steering,
+pub(super) struct Rig {
+    pub(super) steering: Steering,
     metrics: SteerMetrics,
     panic_mode: IntGauge,
     _runtime: tokio::runtime::Runtime,
 }
 
 impl Rig {
-    fn new(snap: Snapshot) -> Self {
+    pub(super) fn new(snap: Snapshot) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -51,8 +51,13 @@ impl Rig {
         }
     }
 
-    fn attempts(&self) -> Attempts {
+    pub(super) fn attempts(&self) -> Attempts {
         Attempts::new(EndpointKind::Http, self.steering.current())
+    }
+
+    /// Runs `f` on the rig's runtime.
+    pub(super) fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self._runtime.block_on(f)
     }
 
     fn retries(&self) -> u64 {
