@@ -79,7 +79,7 @@ pub const DRAIN_TIMEOUT_S: u64 = 30;
 
 // Load-aware choice and shedding.
 /// `proxy.load_decay`, milliseconds: the time constant of a site's peak-EWMA latency.
-pub const LOAD_DECAY_MS: u64 = 10_000;
+pub const LOAD_DECAY_MS: u64 = 1_000;
 /// `proxy.queue_timeout`, milliseconds: the longest wait for a slot at a capped site.
 pub const QUEUE_TIMEOUT_MS: u64 = 100;
 /// `proxy.queue_length`: how many requests may wait for a slot at once.

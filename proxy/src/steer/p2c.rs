@@ -51,9 +51,7 @@ pub fn choose_loaded_indexed(
         None => choose_loaded(snapshot, req, loads),
         Some(None) => Loaded::None,
         Some(Some((first, second))) => Loaded::Site(match second {
-            Some(second) if loads.load(second.site).cost() < loads.load(first.site).cost() => {
-                second
-            }
+            Some(second) if second_wins(snapshot, loads, first.site, second.site) => second,
             _ => first,
         }),
     }
@@ -106,7 +104,7 @@ pub fn choose_loaded(
         .filter_map(|r| draw(candidates(), best.0, unit(r) * total))
         .find(|s| s.id != first.id);
     let site = match second {
-        Some(second) if loads.load(second.id).cost() < loads.load(first.id).cost() => second,
+        Some(second) if second_wins(snapshot, loads, first.id, second.id) => second,
         _ => first,
     };
     match site.endpoints.get(req.kind) {
@@ -117,6 +115,28 @@ pub fn choose_loaded(
         }),
         None => Loaded::None,
     }
+}
+
+/// How much cheaper the second candidate must be to take the request from the first. Sites
+/// whose costs are within this factor share by weight, as without load, so that the noise of
+/// a latency estimate (one slower answer raises a peak EWMA at once) does not pile the
+/// traffic of several equal sites onto one of them.
+pub(super) const MARGIN: f64 = 1.5;
+
+/// Whether the second candidate takes the request from the first: its cost under the
+/// first's by more than [`MARGIN`], each cost divided by its site's slow-start factor, so
+/// that a site warming up after a recovery never wins more traffic than its ramp gives it.
+fn second_wins(
+    snapshot: &Snapshot,
+    loads: &(impl SiteLoads + ?Sized),
+    first: usize,
+    second: usize,
+) -> bool {
+    let cost = |id: usize| {
+        let warm = snapshot.sites.get(id).map_or(1.0, |s| s.warm.max(0.001));
+        loads.load(id).cost() / warm
+    };
+    cost(second) * MARGIN < cost(first)
 }
 
 /// The site where `point` falls among the shares of `sites`; the last one when rounding
