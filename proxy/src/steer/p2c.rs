@@ -124,19 +124,21 @@ pub fn choose_loaded(
 pub(super) const MARGIN: f64 = 1.5;
 
 /// Whether the second candidate takes the request from the first: its cost under the
-/// first's by more than [`MARGIN`], each cost divided by its site's slow-start factor, so
-/// that a site warming up after a recovery never wins more traffic than its ramp gives it.
+/// first's by more than [`MARGIN`]. While either site is in slow start (warm under 1) there
+/// is no comparison and the first, weighted draw stands, so that a site warming up after a
+/// recovery gets exactly the share its ramp gives it: neither more (idle, it would win every
+/// comparison) nor less.
 fn second_wins(
     snapshot: &Snapshot,
     loads: &(impl SiteLoads + ?Sized),
     first: usize,
     second: usize,
 ) -> bool {
-    let cost = |id: usize| {
-        let warm = snapshot.sites.get(id).map_or(1.0, |s| s.warm.max(0.001));
-        loads.load(id).cost() / warm
-    };
-    cost(second) * MARGIN < cost(first)
+    let warming = |id: usize| snapshot.sites.get(id).is_some_and(|s| s.warm < 1.0);
+    if warming(first) || warming(second) {
+        return false;
+    }
+    loads.load(second).cost() * MARGIN < loads.load(first).cost()
 }
 
 /// The site where `point` falls among the shares of `sites`; the last one when rounding
