@@ -33,26 +33,12 @@ log() { echo "[scale] $*" >&2; }
 
 TMP=$(mktemp -d -t sitesteer-scale.XXXXXX)
 PIDS=()
-cleanup() {
-    local p
-    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-    for p in "${PIDS[@]}"; do
-        wait "$p" 2>/dev/null || true
-        rm -f "/tmp/sitesteer-$p.pid" "/tmp/sitesteer-$p.upgrade.sock"
-    done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+# shellcheck source=benches/lib.sh
+source "$ROOT/benches/lib.sh"
+trap cleanup_children EXIT
 trap 'exit 130' INT TERM
 
-missing=()
-for t in curl jq; do command -v "$t" >/dev/null 2>&1 || missing+=("$t"); done
-if ((${#missing[@]})); then
-    SUDO=""
-    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-fi
+install_missing curl jq
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "building release binaries"
     (cd "$ROOT" && cargo build --release -q -p sitesteer -p sitesteer-benches) >&2
@@ -64,8 +50,6 @@ HZ=$(getconf CLK_TCK)
 
 NEXT_PORT=$((12000 + RANDOM % 12000))
 FREE_PORT_TRIES=500
-# shellcheck source=benches/lib.sh
-source "$ROOT/benches/lib.sh"
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 metric_sum() { # admin-port metric-regex
     curl -fs --max-time 5 "http://127.0.0.1:$1/metrics" |
