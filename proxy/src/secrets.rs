@@ -12,14 +12,51 @@ use sitesteer_config::{Config, ConfigError};
 
 use crate::session::{KeyRing, SessionCodec};
 
+/// The secret files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SecretFile {
+    /// `[admin] token_file`.
+    AdminToken,
+    /// `proxy.session_key_file`.
+    SessionKeys,
+}
+
+impl SecretFile {
+    /// The config key that names the file.
+    fn key(self) -> &'static str {
+        match self {
+            Self::AdminToken => "admin.token_file",
+            Self::SessionKeys => "proxy.session_key_file",
+        }
+    }
+
+    /// The error of this file at `path` that cannot be read or holds no usable secret.
+    fn unreadable(self, path: &Path) -> impl FnOnce(std::io::Error) -> SecretError + '_ {
+        move |source| SecretError::Unreadable {
+            file: self,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl std::fmt::Display for SecretFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AdminToken => "the admin token file",
+            Self::SessionKeys => "the session key file",
+        })
+    }
+}
+
 /// Why a secret file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum SecretError {
-    /// The file cannot be read.
-    #[error("cannot read {what} {}: {source}", path.display())]
+    /// The file cannot be read (or, for the session keys, holds no usable key ring).
+    #[error("cannot read {file} {}: {source}", path.display())]
     Unreadable {
         /// Which file.
-        what: &'static str,
+        file: SecretFile,
         /// Its path.
         path: PathBuf,
         /// Why.
@@ -34,8 +71,8 @@ impl SecretError {
     /// The config key that names the file.
     fn key(&self) -> &'static str {
         match self {
-            Self::Unreadable { what, .. } if *what == SESSION_KEYS => "proxy.session_key_file",
-            _ => "admin.token_file",
+            Self::Unreadable { file, .. } => file.key(),
+            Self::EmptyToken(_) => SecretFile::AdminToken.key(),
         }
     }
 
@@ -49,18 +86,12 @@ impl SecretError {
     }
 }
 
-const SESSION_KEYS: &str = "the session key file";
-
 /// Reads the admin token `path` names (`None` without a token file): its text, trimmed.
 pub(crate) fn read_token(path: Option<&Path>) -> Result<Option<String>, SecretError> {
     let Some(path) = path else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(path).map_err(|source| SecretError::Unreadable {
-        what: "the admin token file",
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(SecretFile::AdminToken.unreadable(path))?;
     let token = text.trim();
     if token.is_empty() {
         return Err(SecretError::EmptyToken(path.to_path_buf()));
@@ -113,12 +144,8 @@ impl Secrets {
     pub(crate) fn open(config: &Config) -> Result<Self, SecretError> {
         let token = read_token(config.admin.token_file.as_deref())?;
         let key_file = config.proxy.session_key_file.clone();
-        let codec =
-            SessionCodec::load_or_create(&key_file).map_err(|source| SecretError::Unreadable {
-                what: SESSION_KEYS,
-                path: key_file.clone(),
-                source,
-            })?;
+        let codec = SessionCodec::load_or_create(&key_file)
+            .map_err(SecretFile::SessionKeys.unreadable(&key_file))?;
         Ok(Self {
             token: AdminToken::new(token),
             codec,
@@ -129,11 +156,8 @@ impl Secrets {
     /// Reads and checks the files `config` names, changing nothing; every problem found.
     pub(crate) fn prepare(&self, config: &Config) -> Result<Prepared, Vec<SecretError>> {
         let token = read_token(config.admin.token_file.as_deref());
-        let keys = KeyRing::read(&self.key_file).map_err(|source| SecretError::Unreadable {
-            what: SESSION_KEYS,
-            path: self.key_file.clone(),
-            source,
-        });
+        let keys = KeyRing::read(&self.key_file)
+            .map_err(SecretFile::SessionKeys.unreadable(&self.key_file));
         match (token, keys) {
             (Ok(token), Ok(keys)) => Ok(Prepared { token, keys }),
             (token, keys) => Err([token.err(), keys.err()].into_iter().flatten().collect()),
