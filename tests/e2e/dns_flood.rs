@@ -13,8 +13,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::dns::ZONE;
-use crate::dns_guard::{framed, metric, query, read_answer};
-use crate::harness::{free_port, wait_until, DemoSite, Sitesteer};
+use crate::dns_guard::{framed, query, read_answer};
+use crate::harness::{free_port, metric_sum as metric, wait_until, DemoSite, Sitesteer};
 
 /// Open DNS-over-TCP connections during the flood.
 const CONNECTIONS: usize = 3000;

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::dns::{dig, ZONE};
-use crate::harness::{free_port, get, DemoSite, Sitesteer};
+use crate::harness::{free_port, metric_sum as metric, DemoSite, Sitesteer};
 
 /// A query for `name` (fully qualified) of type `qtype`, class IN, RD clear, no EDNS.
 pub(crate) fn query(id: u16, name: &str, qtype: u16) -> Vec<u8> {
@@ -41,16 +41,6 @@ pub(crate) async fn read_answer(stream: &mut TcpStream) -> std::io::Result<Vec<u
     let mut answer = vec![0; usize::from(len)];
     stream.read_exact(&mut answer).await?;
     Ok(answer)
-}
-
-/// The value of the metric series `series` (name and labels, exactly as printed), 0 when
-/// absent.
-pub(crate) async fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let r = get(admin, "/metrics").await.expect("metrics");
-    let text = String::from_utf8_lossy(&r.body).to_string();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 /// `dns = ...`, `[dns]` for ZONE with `api` and the apex, `dns_extra` inside `[dns]`, the

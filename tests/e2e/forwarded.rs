@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 
-use crate::harness::{free_port, get, wait_until, DemoSite, Sitesteer};
+use crate::harness::{free_port, wait_until, DemoSite, Sitesteer};
 
 /// A backend that answers every HTTP/1 request with `200` and the request head as its body,
 /// one request per connection, counting the heads it received. Dropped with the test (the
@@ -157,14 +157,6 @@ pub(crate) async fn proxy_for(
     s
 }
 
-async fn metric(proxy: &Sitesteer, series: &str) -> u64 {
-    let m = get(proxy.admin, "/metrics").await.expect("metrics");
-    String::from_utf8_lossy(&m.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_forged_client_address_is_replaced_and_a_trusted_proxy_s_chain_extended() {
     let echo = EchoSite::start().await;
@@ -305,7 +297,7 @@ async fn proxy_protocol_from_a_trusted_balancer_names_the_client_on_http_and_tcp
         );
         let series =
             format!("sitesteer_refused_total{{listener=\"{listener}\",reason=\"proxy_missing\"}}");
-        assert_eq!(metric(&proxy, &series).await, 1, "{series}");
+        assert_eq!(proxy.metric(&series).await, 1.0, "{series}");
     }
     assert!(
         proxy.log().contains("a trusted proxy sent no PROXY header"),
@@ -331,7 +323,7 @@ async fn proxy_protocol_from_a_trusted_balancer_names_the_client_on_http_and_tcp
         let series = format!(
             "sitesteer_refused_total{{listener=\"{listener}\",reason=\"proxy_untrusted\"}}"
         );
-        assert_eq!(metric(&proxy, &series).await, 2, "{series}");
+        assert_eq!(proxy.metric(&series).await, 2.0, "{series}");
     }
     let (answer, _) = exchange(OTHER, proxy.http, FORGED).await;
     seen(&answer, "x-forwarded-for", "127.0.0.2");
@@ -342,7 +334,7 @@ async fn proxy_protocol_from_a_trusted_balancer_names_the_client_on_http_and_tcp
         ("tcp", "v2", 1),
     ] {
         let series = format!("sitesteer_proxy_protocol_headers_total{{listener=\"{listener}\",version=\"{version}\"}}");
-        assert_eq!(metric(&proxy, &series).await, n, "{series}");
+        assert_eq!(proxy.metric(&series).await, f64::from(n), "{series}");
     }
     drop(demo);
 }
@@ -437,7 +429,7 @@ async fn proxy_protocol_comes_before_the_tls_handshake() {
         let series = format!(
             "sitesteer_refused_total{{listener=\"{listener}\",reason=\"proxy_untrusted\"}}"
         );
-        assert_eq!(metric(&proxy, &series).await, 1, "{series}");
+        assert_eq!(proxy.metric(&series).await, 1.0, "{series}");
     }
     drop(demo);
 }

@@ -180,6 +180,12 @@ impl Sitesteer {
         }
     }
 
+    /// The sum of the series of metric `series` (a name, or one series with its labels) on
+    /// its admin listener ([`metric_sum`]); 0 when absent.
+    pub(crate) async fn metric(&self, series: &str) -> f64 {
+        metric_sum(self.admin, series).await
+    }
+
     /// Waits until site `name` is in `state`; returns how long it took.
     pub(crate) async fn wait_state(
         &self,

@@ -355,16 +355,10 @@ async fn a_site_cannot_grow_the_learned_tool_table_without_bound() {
         assert_eq!(r.status, 200);
     }
     assert_eq!(hostile.seen(), 4);
-    let metrics = request(proxy.admin, Method::GET, "/metrics", &[], None)
-        .await
-        .expect("metrics");
-    let text = String::from_utf8_lossy(&metrics.body);
-    let known = text
-        .lines()
-        .find(|l| l.starts_with("sitesteer_learned_tools{site=\"hostile\"}"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<u64>().ok());
-    assert_eq!(known, Some(4096), "12,000 tools offered, 4,096 kept");
+    let known = proxy
+        .metric("sitesteer_learned_tools{site=\"hostile\"}")
+        .await;
+    assert_eq!(known, 4096.0, "12,000 tools offered, 4,096 kept");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

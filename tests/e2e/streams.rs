@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::harness::{get, request, wait_until, Answer, DemoSite, Scratch, Sitesteer};
+use crate::harness::{request, wait_until, Answer, DemoSite, Scratch, Sitesteer};
 use crate::stream_site::{endpoint_event, SseClient, StreamSite};
 
 /// Fast probes of each site's `/health`.
@@ -61,15 +61,6 @@ async fn post(proxy: SocketAddr, target: &str) -> Answer {
 
 fn token_of(url: &str) -> &str {
     url.split("sst=").nth(1).unwrap_or("")
-}
-
-/// The series `line` of `/metrics` (its value), 0 when missing.
-async fn metric(proxy: &Sitesteer, series: &str) -> f64 {
-    let m = get(proxy.admin, "/metrics").await.expect("metrics");
-    String::from_utf8_lossy(&m.body)
-        .lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,19 +167,15 @@ async fn sse_tokens_pin_only_their_own_live_stream_on_its_message_url() {
         "open stream lost: {r:?}"
     );
     assert!(
-        metric(
-            &proxy,
-            "sitesteer_sse_token_unpinned_total{reason=\"ended\"}"
-        )
-        .await
+        proxy
+            .metric("sitesteer_sse_token_unpinned_total{reason=\"ended\"}")
+            .await
             >= 1.0
     );
     assert!(
-        metric(
-            &proxy,
-            "sitesteer_sse_token_unpinned_total{reason=\"target\"}"
-        )
-        .await
+        proxy
+            .metric("sitesteer_sse_token_unpinned_total{reason=\"target\"}")
+            .await
             >= 2.0
     );
 
@@ -304,11 +291,9 @@ async fn an_endpoint_event_split_anywhere_is_rewritten_whole() {
     }
     assert_eq!(tried, 8 + 11 + 1 + 8);
     assert_eq!(
-        metric(
-            &proxy,
-            "sitesteer_sse_endpoint_unrewritten_total{reason=\"too_long\"}"
-        )
-        .await,
+        proxy
+            .metric("sitesteer_sse_endpoint_unrewritten_total{reason=\"too_long\"}")
+            .await,
         0.0
     );
 }
@@ -466,7 +451,7 @@ async fn idle_tcp_websocket_and_sse_streams_close_after_stream_idle_timeout() {
     );
     for transport in ["tcp", "ws", "sse"] {
         let series = format!("sitesteer_idle_closed_total{{site=\"a\",transport=\"{transport}\"}}");
-        assert_eq!(metric(&proxy, &series).await, 1.0, "{series}");
+        assert_eq!(proxy.metric(&series).await, 1.0, "{series}");
     }
 }
 
@@ -483,7 +468,10 @@ async fn silent_tcp_clients_never_reach_a_site_and_are_closed() {
     wait_listening(tcp).await;
     // max_connections silent clients take every place (once the probe's place is free)...
     let free = wait_until(Duration::from_secs(3), || async {
-        metric(&proxy, "sitesteer_listener_connections{listener=\"tcp\"}").await == 0.0
+        proxy
+            .metric("sitesteer_listener_connections{listener=\"tcp\"}")
+            .await
+            == 0.0
     })
     .await;
     assert!(free.is_some(), "the probing connection was not closed");
@@ -492,7 +480,10 @@ async fn silent_tcp_clients_never_reach_a_site_and_are_closed() {
         silent.push(TcpStream::connect(tcp).await.expect("connect"));
     }
     let held = wait_until(Duration::from_secs(3), || async {
-        metric(&proxy, "sitesteer_listener_connections{listener=\"tcp\"}").await == 8.0
+        proxy
+            .metric("sitesteer_listener_connections{listener=\"tcp\"}")
+            .await
+            == 8.0
     })
     .await;
     assert!(held.is_some(), "the silent clients were not all taken");
@@ -511,11 +502,9 @@ async fn silent_tcp_clients_never_reach_a_site_and_are_closed() {
     eprintln!("{} silent clients closed, the last {slowest:?} after the wait (header_timeout 1s, 300 ms of it waited before)", closes.len());
     assert_eq!(a.tcp_accepts(), 0);
     assert_eq!(
-        metric(
-            &proxy,
-            "sitesteer_refused_total{listener=\"tcp\",reason=\"first_byte_timeout\"}"
-        )
-        .await,
+        proxy
+            .metric("sitesteer_refused_total{listener=\"tcp\",reason=\"first_byte_timeout\"}")
+            .await,
         8.0
     );
     // A real client is served after them.
